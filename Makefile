@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make test` (and, with the trainer, `make demo`).
+# Each builds .venv by itself; every pip call goes through constraints.txt so the CPU torch
+# pinned there is never replaced by a multi-GB CUDA build.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+CONSTRAINTS := constraints.txt
+# The development and CI machines keep the pinned CPU torch wheel in /opt/wheels.
+FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP         := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) $(FIND_LINKS)
+
+.PHONY: setup test lint bench clean
+
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch
+	$(PIP) -e '.[dev]'
+	@# torchvision breaks the CPU torch build and transformers' imports; nothing here needs it.
+	@if $(PY) -m pip show --quiet torchvision 2>/dev/null; then $(PY) -m pip uninstall -y -q torchvision; fi
+	touch $@
+
+setup: $(VENV)/.installed-dev
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check care evaluation analysis_app bench tests
+
+bench: setup
+	$(PY) bench/bench_advantages.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

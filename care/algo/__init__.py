@@ -1,0 +1,1 @@
+"""Pure, vectorised algorithm math: advantages, hard negatives, token weights, losses."""

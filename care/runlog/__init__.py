@@ -1,0 +1,40 @@
+"""The run-folder format: writer and reader shared by the trainer, evaluation and dashboard."""
+
+from care.runlog.layout import (
+    CONFIG_FILE,
+    EVAL_DIR,
+    GROUPS_FILE,
+    META_FILE,
+    RUN_STATUSES,
+    SAMPLES_DIR,
+    SCHEMA_VERSION,
+    STEPS_FILE,
+    RunExistsError,
+    RunLogError,
+    list_runs,
+    sample_file,
+)
+from care.runlog.reader import JsonlResult, RunReader, read_jsonl, read_meta
+from care.runlog.values import to_json_value
+from care.runlog.writer import RunWriter
+
+__all__ = [
+    "CONFIG_FILE",
+    "EVAL_DIR",
+    "GROUPS_FILE",
+    "META_FILE",
+    "RUN_STATUSES",
+    "SAMPLES_DIR",
+    "SCHEMA_VERSION",
+    "STEPS_FILE",
+    "JsonlResult",
+    "RunExistsError",
+    "RunLogError",
+    "RunReader",
+    "RunWriter",
+    "list_runs",
+    "read_jsonl",
+    "read_meta",
+    "sample_file",
+    "to_json_value",
+]

@@ -1,0 +1,1 @@
+"""lmms-eval bridge and evaluation result tables."""
