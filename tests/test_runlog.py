@@ -1,0 +1,456 @@
+"""Run-folder format: round trips, strict JSON values, corruption handling, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import care
+from care.runlog import (
+    SCHEMA_VERSION,
+    RunExistsError,
+    RunLogError,
+    RunReader,
+    RunWriter,
+    list_runs,
+    read_jsonl,
+    sample_file,
+    to_json_value,
+)
+
+CONFIG = {
+    "estimator": "care",
+    "rollout": {"group_size": 4, "temperature": 1.0},
+    "rgr": {"enable": True, "max_tokens": 256},
+    "lr": 1.0e-6,
+}
+
+
+def group_record(group_id: int, n_correct: int = 2) -> dict:
+    return {
+        "group_id": group_id,
+        "prompt_id": f"geo-{group_id}",
+        "G": 4,
+        "n_correct": n_correct,
+        "anchor_index": 0,
+        "hard_negatives": [{"index": 2, "distance": 0.125}, {"index": 3, "distance": 0.5}],
+        "k_prime": 2,
+        "rescued": False,
+        "pseudo_anchor": None,
+        "rescue_impossible": False,
+        "rgr": {
+            "triggered": True,
+            "passed": True,
+            "source_index": 2,
+            "source_len": 40,
+            "repair_len": 12,
+        },
+        "advantages": [1.0, 0.5, -0.75, -0.75],
+        "rewards": [1.0, 1.0, 0.0, 0.0],
+        "correct": [True, True, False, False],
+    }
+
+
+def sample_record(group_id: int, index: int) -> dict:
+    return {
+        "group_id": group_id,
+        "index": index,
+        "prompt_id": f"geo-{group_id}",
+        "response": f"<think>angle {index}</think> \\boxed{{{index}}} ∠",
+        "reward": float(index % 2),
+        "correct": index % 2 == 1,
+        "image": Path("images/geo.png"),
+    }
+
+
+def log_training_step(writer: RunWriter, step: int) -> None:
+    """One step's worth of logs, with values that depend on the step only (deterministic)."""
+    writer.log_step(
+        step,
+        {"signal/failure_share_seq": step / 10, "acc/mean": 0.5, "loss/kl": 0.01 * step},
+        timestamp=1000.0 + step,
+    )
+    writer.log_groups(step, [group_record(0, n_correct=step % 5), group_record(1)])
+    writer.log_samples(step, [sample_record(0, 0), sample_record(0, 1)])
+
+
+def written_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# -- round trip -----------------------------------------------------------------------------------
+
+
+def test_round_trip_restores_config_meta_steps_groups_and_samples(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "care_seed3"
+    with RunWriter.create(run_dir, CONFIG, seed=3) as writer:
+        log_training_step(writer, 1)
+        log_training_step(writer, 2)
+
+    run = RunReader(run_dir)
+    assert run.config == CONFIG
+    assert list(yaml.safe_load((run_dir / "config.yaml").read_text()).keys()) == list(CONFIG)
+
+    meta = run.meta
+    assert meta["schema_version"] == SCHEMA_VERSION == 1
+    assert meta["care_suite_version"] == care.__version__
+    assert meta["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert meta["torch_version"] == torch.__version__
+    assert meta["seed"] == 3
+    assert meta["status"] == "finished"
+    assert meta["resumes"] == []
+    start = datetime.fromisoformat(meta["start_time"])
+    end = datetime.fromisoformat(meta["end_time"])
+    assert start.utcoffset() == UTC.utcoffset(None)
+    assert start <= end
+    assert isinstance(meta["host"], str) and meta["host"]
+
+    assert run.steps == [
+        {"step": 1, "time": 1001.0, "signal/failure_share_seq": 0.1, "acc/mean": 0.5,
+         "loss/kl": 0.01},
+        {"step": 2, "time": 1002.0, "signal/failure_share_seq": 0.2, "acc/mean": 0.5,
+         "loss/kl": 0.02},
+    ]  # fmt: skip
+    assert len(run.groups) == 4
+    assert run.groups[0] == {"step": 1, **group_record(0, n_correct=1)}
+    assert run.groups[3] == {"step": 2, **group_record(1)}
+    assert list(run.groups[0])[0] == "step"
+
+    expected_sample = {**sample_record(0, 1), "step": 2, "image": "images/geo.png"}
+    assert run.samples(2)[1] == expected_sample
+    assert run.samples(2)[1]["response"].endswith("∠")
+    assert run.samples(7) == []
+    assert run.sample_steps == [1, 2]
+    assert sample_file(run_dir, 2) == run_dir / "samples" / "step_00000002.jsonl"
+    assert run.warnings == []
+
+
+def test_optional_files_missing_give_empty_lists_and_required_files_name_themselves(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    RunWriter.create(run_dir, CONFIG, seed=0).finish()
+    (run_dir / "groups.jsonl").unlink()
+    run = RunReader(run_dir)
+    assert run.steps == [] and run.groups == [] and run.samples(0) == []
+
+    (run_dir / "config.yaml").unlink()
+    with pytest.raises(RunLogError, match=r"config\.yaml: file not found"):
+        _ = run.config
+    (run_dir / "meta.json").write_text("{not json")
+    with pytest.raises(RunLogError, match=r"meta\.json: invalid JSON"):
+        _ = RunReader(run_dir).meta
+    (run_dir / "meta.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(RunLogError, match="newer than this care-suite reads"):
+        _ = RunReader(run_dir).meta
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+
+def test_nan_and_infinities_are_written_as_null_in_strict_json(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        writer.log_step(0, {"loss/pg": math.nan, "grad_norm": math.inf, "loss/kl": -math.inf,
+                            "acc/mean": 0.25}, timestamp=5.0)  # fmt: skip
+        writer.log_groups(0, [{"advantages": [1.0, float("nan"), np.float32("inf")]}])
+
+    steps_line = written_lines(run_dir / "steps.jsonl")[0]
+    assert "NaN" not in steps_line and "Infinity" not in steps_line
+    assert json.loads(steps_line) == {
+        "step": 0, "time": 5.0, "loss/pg": None, "grad_norm": None, "loss/kl": None,
+        "acc/mean": 0.25,
+    }  # fmt: skip
+    assert RunReader(run_dir).groups == [{"step": 0, "advantages": [1.0, None, None]}]
+
+
+def test_tensors_and_numpy_values_become_python_values() -> None:
+    converted = to_json_value(
+        {
+            "scalar_tensor": torch.tensor(0.5),
+            "grad_tensor": torch.tensor([1.5, -2.0], requires_grad=True),
+            "bf16": torch.tensor(2.0, dtype=torch.bfloat16),
+            "int_tensor": torch.tensor([[1, 2], [3, 4]]),
+            "np_float": np.float32(0.25),
+            "np_int": np.int64(7),
+            "np_bool": np.bool_(True),
+            "np_array": np.array([0.5, np.nan]),
+            "tuple": (1, torch.tensor(3)),
+        }
+    )
+    assert converted == {
+        "scalar_tensor": 0.5,
+        "grad_tensor": [1.5, -2.0],
+        "bf16": 2.0,
+        "int_tensor": [[1, 2], [3, 4]],
+        "np_float": 0.25,
+        "np_int": 7,
+        "np_bool": True,
+        "np_array": [0.5, None],
+        "tuple": [1, 3],
+    }
+    assert type(converted["np_int"]) is int and type(converted["np_bool"]) is bool
+
+
+def test_non_str_keys_and_unknown_types_are_rejected_with_their_location() -> None:
+    with pytest.raises(ValueError, match=r"record\.rgr: key 1 is a int; keys must be str"):
+        to_json_value({"rgr": {1: True}}, "record")
+    with pytest.raises(ValueError, match=r"record\.hard_negatives\[1\]: value of type .*set"):
+        to_json_value({"hard_negatives": [0, {2}]}, "record")
+
+
+def test_writer_validates_steps_and_records(tmp_path: Path) -> None:
+    with RunWriter.create(tmp_path / "run", CONFIG, seed=0) as writer:
+        writer.log_step(3, {"acc/mean": torch.tensor(0.5)})
+        with pytest.raises(ValueError, match="greater than the last logged step 3"):
+            writer.log_step(3, {})
+        with pytest.raises(ValueError, match="step must be an int"):
+            writer.log_step(True, {})
+        with pytest.raises(ValueError, match="must not contain the key 'step'"):
+            writer.log_step(4, {"step": 4})
+        with pytest.raises(ValueError, match="metric 'adv' is a list"):
+            writer.log_step(4, {"adv": torch.tensor([1.0, 2.0])})
+        with pytest.raises(ValueError, match=r"record 1: field 'step' is 2 but .* step 4"):
+            writer.log_groups(4, [{"group_id": 0}, {"group_id": 1, "step": 2}])
+        with pytest.raises(ValueError, match="records must be a list of dicts"):
+            writer.log_samples(4, {"index": 0})
+        writer.log_groups(4, [{"group_id": 0, "step": np.int64(4)}])
+    # A rejected batch writes nothing, not even its valid first record.
+    assert RunReader(tmp_path / "run").groups == [{"step": 4, "group_id": 0}]
+
+
+# -- reading damaged files ------------------------------------------------------------------------
+
+
+def test_truncated_last_line_is_dropped_silently_and_complete_tail_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "steps.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "acc/me')
+    result = read_jsonl(path)
+    assert result.records == [{"step": 1}, {"step": 2}]
+    assert result.truncated_tail is True
+    assert result.warnings == []
+
+    path.write_text('{"step": 1}\n{"step": 2}')
+    result = read_jsonl(path)
+    assert result.records == [{"step": 1}, {"step": 2}]
+    assert result.truncated_tail is False
+
+    # A half-written multi-byte character at the tail is a truncation too, not corruption.
+    path.write_bytes('{"step": 1}\n{"response": "∠'.encode()[:-1])
+    assert read_jsonl(path).records == [{"step": 1}]
+
+
+def test_corrupt_middle_line_raises_with_file_and_line_number(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        for step in range(4):
+            writer.log_step(step, {"acc/mean": 0.5})
+    lines = written_lines(run_dir / "steps.jsonl")
+    lines[2] = lines[2][:-5]
+    (run_dir / "steps.jsonl").write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(RunLogError, match=r"steps\.jsonl:3: invalid JSON") as caught:
+        _ = RunReader(run_dir).steps
+    assert str(run_dir / "steps.jsonl") in str(caught.value)
+
+    (run_dir / "groups.jsonl").write_text('{"step": 0}\n[1, 2]\n{"group_id": 4}\n')
+    with pytest.raises(RunLogError, match=r"groups\.jsonl:2: expected a JSON object, got list"):
+        read_jsonl(run_dir / "groups.jsonl")
+    with pytest.raises(RunLogError, match=r"groups\.jsonl:2: expected a JSON object"):
+        _ = RunReader(run_dir).groups
+    (run_dir / "groups.jsonl").write_text('{"step": 0}\n{"group_id": 4}\n')
+    with pytest.raises(RunLogError, match=r"groups\.jsonl:2: field 'step' is missing"):
+        _ = RunReader(run_dir).groups
+
+
+def test_warn_mode_skips_bad_lines_and_describes_them(tmp_path: Path) -> None:
+    path = tmp_path / "steps.jsonl"
+    path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2,,}\n"text"\n\xff\xfe\n{"step": 5}\n')
+    result = read_jsonl(path, on_corrupt="warn")
+    assert result.records == [{"step": 0}, {"step": 1}, {"step": 5}]
+    assert result.warnings == [
+        f"{path}:3: invalid JSON (Expecting property name enclosed in double quotes at column 12)",
+        f"{path}:4: expected a JSON object, got str",
+        f"{path}:5: invalid UTF-8",
+    ]
+    run = RunReader(tmp_path, on_corrupt="warn")
+    assert [record["step"] for record in run.steps] == [0, 1, 5]
+    assert len(run.warnings) == 3 and run.warnings[0].startswith(f"{path}:3: ")
+    with pytest.raises(ValueError, match="on_corrupt must be one of"):
+        read_jsonl(path, on_corrupt="ignore")  # type: ignore[arg-type]
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_exception_inside_with_marks_the_run_crashed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+            writer.log_step(0, {"acc/mean": 0.5})
+            raise RuntimeError("out of memory")
+    meta = RunReader(run_dir).meta
+    assert meta["status"] == "crashed"
+    assert meta["end_time"] is not None
+    assert writer.closed
+    with pytest.raises(RunLogError, match="the writer is finished"):
+        writer.log_step(1, {})
+
+
+def test_create_refuses_an_existing_run_unless_overwrite(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        log_training_step(writer, 1)
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        RunWriter.create(run_dir, CONFIG, seed=1)
+    orphan_dir = tmp_path / "orphan"
+    (orphan_dir / "samples").mkdir(parents=True)
+    with pytest.raises(RunExistsError, match="holds samples of an earlier run"):
+        RunWriter.create(orphan_dir, CONFIG, seed=1)
+    assert RunReader(run_dir).meta["seed"] == 0
+
+    with RunWriter.create(run_dir, {"lr": 2e-6}, seed=1, overwrite=True) as writer:
+        writer.log_step(0, {"acc/mean": 1.0}, timestamp=1.0)
+    run = RunReader(run_dir)
+    assert run.meta["seed"] == 1
+    assert run.config == {"lr": 2e-6}
+    assert run.steps == [{"step": 0, "time": 1.0, "acc/mean": 1.0}]
+    assert run.groups == [] and run.sample_steps == []
+
+
+def test_resume_cuts_every_file_back_to_last_step_and_matches_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    reference_dir = tmp_path / "uninterrupted"
+    with RunWriter.create(reference_dir, CONFIG, seed=0) as writer:
+        for step in range(1, 7):
+            log_training_step(writer, step)
+
+    run_dir = tmp_path / "resumed"
+    writer = RunWriter.create(run_dir, CONFIG, seed=0)
+    for step in range(1, 6):
+        log_training_step(writer, step)
+    # Killed while writing step 5's groups: leave a half line, no finish().
+    with open(run_dir / "groups.jsonl", "ab") as groups_file:
+        groups_file.write(b'{"step":5,"group_id":2,"adv')
+
+    resumed = RunWriter.resume(run_dir, last_step=3)
+    run = RunReader(run_dir)
+    assert [record["step"] for record in run.steps] == [1, 2, 3]
+    assert [record["step"] for record in run.groups] == [1, 1, 2, 2, 3, 3]
+    assert run.sample_steps == [1, 2, 3]
+    assert run.meta["status"] == "running" and run.meta["end_time"] is None
+    assert [entry["last_step"] for entry in run.meta["resumes"]] == [3]
+    assert resumed.last_step == 3
+
+    with resumed:
+        for step in range(4, 7):
+            log_training_step(resumed, step)
+
+    reference = RunReader(reference_dir)
+    run = RunReader(run_dir)
+    assert run.steps == reference.steps
+    assert run.groups == reference.groups
+    assert all(run.samples(step) == reference.samples(step) for step in range(1, 7))
+    assert (run_dir / "steps.jsonl").read_bytes() == (reference_dir / "steps.jsonl").read_bytes()
+    assert run.meta["status"] == "finished"
+
+
+def test_resume_restores_the_newline_after_a_complete_unterminated_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        writer.log_step(0, {"acc/mean": 0.5}, timestamp=1.0)
+    steps_path = run_dir / "steps.jsonl"
+    steps_path.write_bytes(steps_path.read_bytes().rstrip(b"\n"))
+    with RunWriter.resume(run_dir, last_step=0) as writer:
+        writer.log_step(1, {"acc/mean": 0.75}, timestamp=2.0)
+    assert [record["step"] for record in RunReader(run_dir).steps] == [0, 1]
+
+
+def test_resume_of_a_folder_without_meta_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RunLogError, match=r"meta\.json: file not found"):
+        RunWriter.resume(tmp_path, last_step=0)
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from care.runlog import RunWriter
+
+    run_dir, n_lines = sys.argv[1], int(sys.argv[2])
+    writer = RunWriter.create(run_dir, {"lr": 1e-6}, seed=0)
+    for step in range(n_lines):
+        writer.log_step(step, {"acc/mean": step / 10})
+    # Start the next line but never finish it, as if killed inside write().
+    with open(os.path.join(run_dir, "steps.jsonl"), "ab", buffering=0) as steps_file:
+        steps_file.write(b'{"step":%d,"time":1' % n_lines)
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_records_flushed_before_sigkill_are_all_read_back(tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    n_lines = 7
+    repo_root = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": str(repo_root)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(run_dir), str(n_lines)],
+        stdout=subprocess.PIPE,
+        env=environment,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    result = read_jsonl(run_dir / "steps.jsonl")
+    assert result.truncated_tail is True
+    assert [record["step"] for record in result.records] == list(range(n_lines))
+    assert [record["acc/mean"] for record in result.records] == [s / 10 for s in range(n_lines)]
+    assert RunReader(run_dir).meta["status"] == "running"
+
+    with RunWriter.resume(run_dir, last_step=n_lines - 1) as writer:
+        writer.log_step(n_lines, {"acc/mean": 1.0})
+    assert [record["step"] for record in RunReader(run_dir).steps] == list(range(n_lines + 1))
+
+
+def test_list_runs_finds_run_folders_up_to_depth_three(tmp_path: Path) -> None:
+    for relative in ("a", "sweep/lr1/seed0", "sweep/lr2/seed0", "deep/x/y/z"):
+        (tmp_path / relative).mkdir(parents=True)
+    (tmp_path / "a" / "meta.json").write_text("{}")
+    (tmp_path / "sweep/lr1/seed0/steps.jsonl").write_text("")
+    (tmp_path / "sweep/lr2/seed0/meta.json").write_text("{}")
+    (tmp_path / "deep/x/y/z/meta.json").write_text("{}")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "meta.json").write_text("{}")
+    (tmp_path / "a" / "eval").mkdir()
+    (tmp_path / "a" / "eval" / "meta.json").write_text("{}")
+
+    assert list_runs(tmp_path) == [
+        tmp_path / "a",
+        tmp_path / "sweep/lr1/seed0",
+        tmp_path / "sweep/lr2/seed0",
+    ]
+    assert list_runs(tmp_path / "a") == [tmp_path / "a"]
+    with pytest.raises(ValueError, match="not an existing folder"):
+        list_runs(tmp_path / "missing")
