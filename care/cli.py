@@ -1,0 +1,68 @@
+"""The ``care`` command line.
+
+Each concern keeps its own sub-app next to its code and is mounted here, so this file stays a
+table of contents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import care
+
+app = typer.Typer(
+    name="care",
+    help="Train, evaluate and analyse vision-language models with CARE and its baselines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the care-suite version."""
+    typer.echo(care.__version__)
+
+
+@app.command()
+def estimators() -> None:
+    """List the registered advantage estimators and what defines each."""
+    from care.algo.registry import estimator_names, get_estimator
+
+    for name in estimator_names():
+        est = get_estimator(name)
+        loss = ", ".join(f"{key}={value}" for key, value in est.loss_defaults.items())
+        typer.echo(f"{name:12s} {est.summary}")
+        typer.echo(f"{'':12s} token weighting: {est.token_weighting}; loss: {loss}")
+
+
+@app.command("inspect")
+def inspect_run(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")],
+) -> None:
+    """Summarise a run folder and report every corrupt log line with file:line."""
+    from care.runlog import RunLogError, RunReader
+
+    try:
+        run = RunReader(run_dir, on_corrupt="warn")
+        meta, steps, groups = run.meta, run.steps, run.groups
+    except RunLogError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    estimator = run.config.get("algo", {}).get("estimator", "?") if run.config else "?"
+    typer.echo(f"run:       {run_dir}")
+    typer.echo(f"status:    {meta.get('status', '?')}  (schema {meta.get('schema_version', '?')})")
+    typer.echo(f"estimator: {estimator}")
+    typer.echo(f"steps:     {len(steps)} logged, last step {steps[-1]['step'] if steps else '-'}")
+    typer.echo(f"groups:    {len(groups)} records")
+    for warning in run.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if run.warnings:
+        raise typer.Exit(code=2)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
