@@ -225,7 +225,7 @@ def bench_spans(device: str, repeats: int, responses: int, length: int) -> None:
     tokens = responses * length
     print(f"spans: {responses} responses x {length} tokens (real Qwen2.5 vocabulary)")
     print(
-        f"region_masks (decode + char offsets)   median {t_spans * 1e3:9.1f} ms "
+        f"region_masks (byte table + tag search) median {t_spans * 1e3:9.1f} ms "
         f"({tokens / t_spans / 1e6:.1f} M tokens/s); think spans found: "
         f"{int(masks.has_think.sum())}/{responses}"
     )

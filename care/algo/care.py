@@ -309,8 +309,7 @@ def care_advantages(
     n_fail = is_fail.sum(1)
 
     # Pairwise cosine similarity inside each group: one batched matmul for every distance needed.
-    emb = layout.gather(embeddings.to(work), 0.0)
-    similarity = torch.bmm(emb, emb.transpose(1, 2))
+    similarity = _group_similarity(embeddings.to(work), layout)
     _check_embeddings_finite(embeddings, similarity, valid)
     if not bool(ordinary.all()):
         reflected_rows = torch.nonzero(~ordinary).flatten()
@@ -453,6 +452,40 @@ def care_advantages(
         anchor_distance=anchor_distance,
         rescue_impossible=impossible_row,
     )
+
+
+# Rows of padded embeddings gathered per block when the batch is not laid out group by group:
+# a block of ~4 MiB stays in cache and its buffer is reused, where one [NG, G, D] gather of a
+# 4096 x 3584 batch would write 58 MB of fresh pages.
+_GATHER_BLOCK_BYTES = 4 << 20
+
+
+def _group_similarity(embeddings: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+    """Cosine similarity of every pair of rows inside each group, float ``[NG, G, G]``.
+
+    Padding slots hold zero vectors (similarity 0). Contiguous batches are a zero-copy view;
+    others are gathered in blocks of groups (a loop over a few blocks, not over groups).
+    """
+    if layout.contiguous:
+        grouped = layout.gather(embeddings)
+        return torch.bmm(grouped, grouped.transpose(1, 2))
+    num_groups, width = layout.num_groups, layout.max_size
+    dim = embeddings.shape[1]
+    row_bytes = max(width * dim * embeddings.element_size(), 1)
+    block = max(1, min(num_groups, _GATHER_BLOCK_BYTES // row_bytes))
+    similarity = embeddings.new_empty((num_groups, width, width))
+    buffer = embeddings.new_empty((block * width, dim))  # reused: no fresh pages per block
+    slots = layout.rows.clamp(min=0)
+    for start in range(0, num_groups, block):
+        rows = slots[start : start + block].flatten()
+        grouped = torch.index_select(embeddings, 0, rows, out=buffer[: rows.shape[0]])
+        grouped = grouped.view(-1, width, dim)
+        torch.bmm(grouped, grouped.transpose(1, 2), out=similarity[start : start + block])
+    # Padding slots repeated row 0; give them similarity 0 (a zero vector) as the view path does.
+    pad = ~layout.valid
+    if bool(pad.any()):
+        similarity.masked_fill_(pad[:, :, None] | pad[:, None, :], 0.0)
+    return similarity
 
 
 def _empty_output(device: torch.device, dtype: torch.dtype) -> CareOutput:
