@@ -21,6 +21,15 @@ app = typer.Typer(
 )
 
 
+def _mount_sub_apps() -> None:
+    from care.data.cli import data_app
+
+    app.add_typer(data_app, name="data", help="Synthesise and validate datasets.")
+
+
+_mount_sub_apps()
+
+
 @app.command()
 def version() -> None:
     """Print the care-suite version."""
