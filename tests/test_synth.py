@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -14,9 +15,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from care.data import CHOICE_LETTERS, load_examples
+from care.data import CHOICE_LETTERS, Example, load_examples, sft_target
 from care.data.cli import data_app, parse_mix
-from care.data.synth import COLOURS, generate_split, write_synthetic_dataset
+from care.data.synth import (
+    COLOURS,
+    GENERATOR_VERSION,
+    generate_split,
+    solution_for,
+    write_synthetic_dataset,
+)
 
 ALL_LEVELS = [1, 2, 3]
 
@@ -185,7 +192,14 @@ def test_same_seed_gives_byte_identical_images_and_rows() -> None:
 
     def fingerprint(rows: list[dict[str, Any]]) -> list[tuple]:
         return [
-            (r["id"], r["question"], r["answer"], r.get("choices"), r["image"].tobytes())
+            (
+                r["id"],
+                r["question"],
+                r["answer"],
+                r.get("choices"),
+                r["solution"],
+                r["image"].tobytes(),
+            )
             for r in rows
         ]
 
@@ -237,7 +251,7 @@ def test_written_dataset_reads_back_through_load_examples(written: tuple[Path, f
     assert (len(train), len(test)) == (2000, 300)
     assert meta["splits"]["train"]["n"] == 2000
     assert sum(meta["splits"]["test"]["family"].values()) == 300
-    assert meta["seed"] == 3 and meta["generator_version"] == "1"
+    assert meta["seed"] == 3 and meta["generator_version"] == GENERATOR_VERSION == "2"
     counted = {}
     for example in train:
         counted[example.extra["family"]] = counted.get(example.extra["family"], 0) + 1
@@ -250,6 +264,11 @@ def test_written_dataset_reads_back_through_load_examples(written: tuple[Path, f
         first_row["answer_type"],
     )
     assert example.extra["scene"] == first_row["scene"]
+    assert example.extra["solution"] == first_row["solution"]
+    assert sft_target(example) == (
+        f"<think>\n{first_row['solution']}\n</think>\n<answer>{first_row['answer']}</answer>"
+    )
+    assert all(isinstance(ex.extra["solution"], str) and ex.extra["solution"] for ex in train)
     (image,) = example.load_images()
     assert (image.mode, image.size) == ("RGB", (112, 112))
 
@@ -315,3 +334,181 @@ def test_parse_mix_reads_names_and_weights() -> None:
         "arithmetic": 1.0,
     }
     assert parse_mix("3,1:0.5", (1, 2, 3), "--difficulty") == {3: 1.0, 1: 0.5}
+
+
+def solution_body(row: dict[str, Any]) -> str:
+    """The rationale without its closing option sentence, after checking that sentence.
+
+    A multiple-choice solution must end by naming the gold letter; a free-form one has none.
+    """
+    solution = row["solution"]
+    if row["answer_type"] == "multiple_choice":
+        suffix = f" That is option {row['answer']}."
+        assert solution.endswith(suffix)
+        return solution[: -len(suffix)]
+    assert "option" not in solution
+    return solution
+
+
+def test_counting_solution_states_the_recount_and_ends_with_it() -> None:
+    rows = family_rows("counting")
+    assert {row["answer_type"] for row in rows} == {"integer", "multiple_choice"}
+    for row in rows:
+        target = row["scene"]["target"]
+        colour, shape = target["colour"], target["shape"]
+        recount = sum(
+            obj["colour"] == colour and obj["shape"] == shape for obj in row["scene"]["objects"]
+        )
+        seen = f"{recount} {colour} {shape}" + ("" if recount == 1 else "s")
+        verb = "is" if recount == 1 else "are"
+        assert solution_body(row) == (
+            f"I look for {colour} {shape}s. I see {seen}. So there {verb} {recount}."
+        )
+        assert gold_value(row) == str(recount)
+
+
+def test_bar_chart_solution_reads_the_asked_bar_between_its_gridlines() -> None:
+    rows = family_rows("bar_chart")
+    off_grid = 0
+    for row in rows:
+        scene = row["scene"]
+        (value,) = [bar["value"] for bar in scene["bars"] if bar["colour"] == scene["asked"]]
+        body = solution_body(row)
+        assert body.startswith(f"I find the {scene['asked']} bar. ")
+        assert body.endswith(f"So the value is {value}.") and gold_value(row) == str(value)
+        between = re.search(r"It ends between (\d+) and (\d+), at (\d+)\.", body)
+        if between is None:
+            assert f"It reaches {value}." in body and value % scene["grid_step"] == 0
+        else:
+            off_grid += 1
+            below, above, read = (int(group) for group in between.groups())
+            assert below < read == value < above == below + scene["grid_step"]
+            assert below % scene["grid_step"] == 0
+    assert off_grid > 0
+
+
+MEASURE = re.compile(r"(\w+) (line|circle|square|triangle) (?:is |covers )?(\d+(?:\.\d+)?) px")
+
+
+def test_comparison_solution_measures_each_option_and_names_the_largest() -> None:
+    rows = family_rows("comparison")
+    first_named_is_not_gold = 0
+    for row in rows:
+        scene = row["scene"]
+        if scene["kind"] == "lines":
+            sizes = {
+                line["colour"]: math.dist(line["start"], line["end"]) for line in scene["lines"]
+            }
+        else:
+            sizes = {}
+            for shape in scene["shapes"]:
+                side = shape["box"][2] - shape["box"][0] + 1
+                factor = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}[shape["shape"]]
+                sizes[shape["colour"]] = factor * side * side
+        body = solution_body(row)
+        stated = MEASURE.findall(body)
+        assert sorted(colour for colour, _, _ in stated) == sorted(row["choices"])
+        for colour, noun, size in stated:
+            assert abs(float(size) - sizes[colour]) <= 0.5
+            if scene["kind"] == "areas":
+                assert noun == next(s["shape"] for s in scene["shapes"] if s["colour"] == colour)
+        gold = gold_value(row)
+        verdict = {2: "line is longer", 3: "line is the longest"}[len(sizes)]
+        ending = (
+            f"The {gold} {verdict}." if scene["kind"] == "lines" else f"The {gold} one is larger."
+        )
+        assert body.endswith(" " + ending)
+        first_named_is_not_gold += stated[0][0] != gold
+        assert len(body.split()) < 40
+    # Listed in reading order, so the order of mention does not give the answer away.
+    assert first_named_is_not_gold > 10
+
+
+def test_comparison_solution_keeps_decimals_when_rounding_would_tie() -> None:
+    row = {
+        "family": "comparison",
+        "answer_type": "multiple_choice",
+        "choices": ["red", "blue"],
+        "answer": "A",
+        "scene": {
+            "kind": "lines",
+            "lines": [
+                {"colour": "blue", "start": [5, 10], "end": [45, 10], "length": 39.6},
+                {"colour": "red", "start": [5, 40], "end": [45, 40], "length": 40.4},
+            ],
+        },
+    }
+    assert solution_for(row) == (
+        "The blue line is 39.6 px long, the red line 40.4 px. The red line is longer. "
+        "That is option A."
+    )
+
+
+def test_arithmetic_solution_lists_the_numbers_in_reading_order_and_works_the_sum() -> None:
+    rows = family_rows("arithmetic")
+    for row in rows:
+        scene = row["scene"]
+        values = [n["value"] for n in sorted(scene["numbers"], key=lambda n: n["cell"])]
+        listed, working = solution_body(row).split(". ", 1)
+        assert (
+            listed == "The numbers are " + ", ".join(map(str, values[:-1])) + f" and {values[-1]}"
+        )
+        left, result = working.removesuffix(".").split(" = ")
+        assert result == gold_value(row)
+        symbol = {"sum": " + ", "difference": " - ", "product": " * "}[scene["operation"]]
+        terms = [int(term) for term in left.split(symbol)]
+        if scene["operation"] == "difference":
+            assert terms == [max(values), min(values)]
+        else:
+            assert terms == values
+        assert {" + ": sum, " - ": lambda t: t[0] - t[1], " * ": math.prod}[symbol](terms) == int(
+            result
+        )
+
+
+def test_every_solution_is_short_and_holds_no_response_tags() -> None:
+    rows = generate_split(200, 21, difficulty_mix=ALL_LEVELS, multiple_choice_share=0.5)
+    lengths = [len(row["solution"].split()) for row in rows]
+    assert max(lengths) < 40 and min(lengths) >= 8
+    assert not any("<" in row["solution"] or "\n" in row["solution"] for row in rows)
+    assert all(solution_for(row) == row["solution"] for row in rows)
+
+
+def test_sft_target_lays_out_think_then_answer_exactly() -> None:
+    row = {"id": "r1", "answer": 13, "solution": "The numbers are 4, 7 and 2. 4 + 7 + 2 = 13."}
+    assert sft_target(row) == (
+        "<think>\nThe numbers are 4, 7 and 2. 4 + 7 + 2 = 13.\n</think>\n<answer>13</answer>"
+    )
+    choice_row = {"id": "r2", "answer": "blue", "choices": ["red", "blue"], "solution": "x."}
+    assert sft_target(choice_row) == "<think>\nx.\n</think>\n<answer>B</answer>"
+    generated = generate_split(1, 0, multiple_choice_share=1.0, families=["counting"])[0]
+    assert sft_target(generated) == (
+        f"<think>\n{generated['solution']}\n</think>\n<answer>{generated['answer']}</answer>"
+    )
+
+
+def test_sft_target_rejects_rows_without_a_usable_solution(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="row 'r1' has no 'solution' field"):
+        sft_target({"id": "r1", "answer": "3"})
+    with pytest.raises(ValueError, match="solution must be a non-empty string"):
+        sft_target({"id": "r1", "answer": "3", "solution": "  "})
+    with pytest.raises(ValueError, match=r"only the rationale text.*'</think>'"):
+        sft_target({"id": "r1", "answer": "3", "solution": "3.</think>"})
+    with pytest.raises(ValueError, match="answer is empty"):
+        sft_target({"id": "r1", "answer": " ", "solution": "3."})
+    with pytest.raises(ValueError, match="answer: 'C' is neither a letter A..B"):
+        sft_target({"id": "r1", "answer": "C", "choices": ["x", "y"], "solution": "3."})
+    data = tmp_path / "plain.jsonl"
+    data.write_text(json.dumps({"id": "p1", "images": [], "question": "q?", "answer": "3"}) + "\n")
+    (example,) = load_examples(data)
+    assert isinstance(example, Example)
+    with pytest.raises(ValueError, match="example 'p1' .* has no 'solution' field"):
+        sft_target(example)
+
+
+def test_solution_for_rejects_rows_it_cannot_explain() -> None:
+    with pytest.raises(ValueError, match="row family must be one of"):
+        solution_for({"family": "maze", "scene": {}})
+    row = generate_split(1, 0, multiple_choice_share=1.0, families=["counting"])[0]
+    with pytest.raises(ValueError, match="needs choices and an answer letter"):
+        solution_for({**row, "answer": "E"})

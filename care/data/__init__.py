@@ -14,6 +14,7 @@ from care.data.dataset import (
     load_examples,
     normalise_choice_answer,
 )
+from care.data.sft import sft_target
 from care.data.synth import (
     DEMO_MIX,
     FAMILIES,
@@ -21,6 +22,7 @@ from care.data.synth import (
     SynthDataset,
     SynthMix,
     generate_split,
+    solution_for,
     write_synthetic_dataset,
 )
 
@@ -43,5 +45,7 @@ __all__ = [
     "infer_answer_type",
     "load_examples",
     "normalise_choice_answer",
+    "sft_target",
+    "solution_for",
     "write_synthetic_dataset",
 ]

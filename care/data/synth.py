@@ -9,8 +9,10 @@ Four families, each at difficulty 1..3 (see docs/data_format.md for what each le
 - `arithmetic` — "What is the sum of the numbers in the image?" (also differences and products).
 
 Every problem keeps its `scene`: a JSON description of what was drawn, from which the answer can
-be recomputed. Everything is drawn from one `random.Random` per problem, keyed by
-(seed, split, attempt), so a seed gives byte-identical images on every run.
+be recomputed, and a `solution`: a short templated rationale built from the scene (what a
+supervised warm start imitates inside `<think>`; see `care.data.sft.sft_target`). Everything is
+drawn from one `random.Random` per problem, keyed by (generator version, seed, split, attempt),
+so a seed gives byte-identical images on every run.
 
 >>> rows = generate_split(2, seed=0)                  # doctest: +SKIP
 >>> rows[0]["question"], rows[0]["answer"]            # doctest: +SKIP
@@ -34,8 +36,12 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from care.data.dataset import CHOICE_LETTERS
 
-GENERATOR_VERSION = "1"
-"""Bumped whenever the same seed would draw different problems."""
+GENERATOR_VERSION = "2"
+"""Bumped whenever the same seed would write different files (other problems, or new fields).
+
+It is part of every problem's random key, so a bump also redraws the problems. "2" added
+`solution` to every row and `cell` to each number of an arithmetic scene.
+"""
 
 FAMILIES: tuple[str, ...] = ("counting", "bar_chart", "comparison", "arithmetic")
 DIFFICULTIES: tuple[int, ...] = (1, 2, 3)
@@ -127,9 +133,10 @@ def generate_split(
 
     Each row holds `id` ("<split>-000000", ...), `question`, `answer` (a letter for multiple
     choice, else the integer as text), `answer_type`, `choices` (multiple choice only), `family`,
-    `difficulty`, `scene` (what was drawn), `image` (a PIL RGB image) and `content_hash` (of the
-    question and the pixels). Problems whose hash is in `exclude_hashes` or already in the split
-    are drawn again, so splits can be made disjoint.
+    `difficulty`, `scene` (what was drawn), `solution` (a short rationale, see `solution_for`),
+    `image` (a PIL RGB image) and `content_hash` (of the question and the pixels). Problems
+    whose hash is in `exclude_hashes` or already in the split are drawn again, so splits can be
+    made disjoint.
 
     >>> rows = generate_split(3, seed=7, families=["counting"], difficulty_mix=[1])
     >>> [row["family"] for row in rows], rows[0]["image"].size
@@ -185,7 +192,8 @@ def write_synthetic_dataset(
     """Write `train.jsonl`, `test.jsonl`, `images/<id>.png` and `synth_meta.json` under `out_dir`.
 
     Rows follow the dataset format (`images` holds "images/<id>.png", relative to the file), so
-    `load_examples` reads them back; `family`, `difficulty` and `scene` land in `Example.extra`.
+    `load_examples` reads them back; `family`, `difficulty`, `scene` and `solution` land in
+    `Example.extra`.
     The test split is drawn first and the training split never repeats one of its
     (question, image) pairs. An existing dataset in `out_dir` is an error unless `overwrite`.
     """
@@ -261,6 +269,41 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def solution_for(row: Mapping[str, Any]) -> str:
+    """A short step-by-step rationale for a synthetic row, built from its `scene` alone.
+
+    One fixed template per family, so a tiny model can imitate it in a supervised warm start:
+    name what to look at, state the quantities read off the scene, then the conclusion, which
+    is the answer. Multiple-choice rows end by naming the option ("That is option B.").
+    Needs `family`, `scene`, `answer_type` and, for multiple choice, `choices` and `answer`
+    (the letter).
+
+    >>> solution_for({"family": "arithmetic", "answer_type": "integer", "scene": {
+    ...     "operation": "sum", "numbers": [{"value": 4, "cell": 0}, {"value": 7, "cell": 5}]}})
+    'The numbers are 4 and 7. 4 + 7 = 11.'
+    """
+    family = row.get("family")
+    if family not in SOLUTION_WRITERS:
+        raise ValueError(f"row family must be one of {list(SOLUTION_WRITERS)}, got {family!r}")
+    scene = row.get("scene")
+    if not isinstance(scene, Mapping):
+        raise ValueError(f"row scene must be a mapping (what was drawn), got {scene!r}")
+    steps = SOLUTION_WRITERS[family](scene)
+    if row.get("answer_type") == "multiple_choice":
+        choices, letter = row.get("choices"), row.get("answer")
+        if (
+            not choices
+            or not isinstance(letter, str)
+            or letter not in CHOICE_LETTERS[: len(choices)]
+        ):
+            raise ValueError(
+                f"a multiple-choice row needs choices and an answer letter among them, got "
+                f"choices={choices!r}, answer={letter!r}"
+            )
+        steps.append(f"That is option {letter}.")
+    return " ".join(steps)
+
+
 def _file_row(row: Mapping[str, Any], image_name: str) -> dict[str, Any]:
     file_row = {
         "id": row["id"],
@@ -271,7 +314,12 @@ def _file_row(row: Mapping[str, Any], image_name: str) -> dict[str, Any]:
     }
     if "choices" in row:
         file_row["choices"] = row["choices"]
-    file_row.update(family=row["family"], difficulty=row["difficulty"], scene=row["scene"])
+    file_row.update(
+        family=row["family"],
+        difficulty=row["difficulty"],
+        scene=row["scene"],
+        solution=row["solution"],
+    )
     return file_row
 
 
@@ -338,6 +386,7 @@ def _draw_problem(
         image=drawn.image,
         content_hash=digest.hexdigest(),
     )
+    row["solution"] = solution_for(row)
     return row
 
 
@@ -672,7 +721,13 @@ def _draw_arithmetic(rng: random.Random, difficulty: int, size: int) -> _Drawn:
         x = (cell_index % grid) * cell + 1 + rng.randint(0, slack_x) - left
         y = (cell_index // grid) * cell + 1 + rng.randint(0, slack_y) - top
         draw.text((x, y), text, fill=INK, font=font)
-        placed.append({"value": value, "box": list(draw.textbbox((x, y), text, font=font))})
+        placed.append(
+            {
+                "value": value,
+                "cell": cell_index,
+                "box": list(draw.textbbox((x, y), text, font=font)),
+            }
+        )
     return _Drawn(
         question=question,
         image=image,
@@ -688,3 +743,94 @@ FAMILY_DRAWERS: dict[str, Callable[[random.Random, int, int], _Drawn]] = {
     "comparison": _draw_comparison,
     "arithmetic": _draw_arithmetic,
 }
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _distinct_numbers(values: Sequence[float]) -> list[str]:
+    """`values` rounded to whole numbers, or to more decimals when rounding would make the
+    largest one equal to another (so a rationale never says "54 and 54 ... the first is longer").
+
+    >>> _distinct_numbers([54.2, 38.9]), _distinct_numbers([40.4, 39.6, 12.0])
+    (['54', '39'], ['40.4', '39.6', '12.0'])
+    """
+    largest = max(values)
+    for decimals in range(3):
+        texts = [f"{value:.{decimals}f}" for value in values]
+        top = f"{largest:.{decimals}f}"
+        if sum(text == top for text in texts) == sum(value == largest for value in values):
+            return texts
+    return [f"{value:.3f}" for value in values]
+
+
+def _counting_solution(scene: Mapping[str, Any]) -> list[str]:
+    colour, shape = scene["target"]["colour"], scene["target"]["shape"]
+    count = sum(obj["colour"] == colour and obj["shape"] == shape for obj in scene["objects"])
+    return [
+        f"I look for {colour} {shape}s.",
+        f"I see {_plural(count, f'{colour} {shape}')}.",
+        f"So there {'is' if count == 1 else 'are'} {count}.",
+    ]
+
+
+def _bar_chart_solution(scene: Mapping[str, Any]) -> list[str]:
+    asked = scene["asked"]
+    (value,) = [bar["value"] for bar in scene["bars"] if bar["colour"] == asked]
+    step = scene["grid_step"]
+    if value % step == 0:
+        reading = f"It reaches {value}."
+    else:
+        # Off-grid values (level 3) are read between the two gridlines around the bar's top.
+        below = value - value % step
+        reading = f"It ends between {below} and {below + step}, at {value}."
+    return [f"I find the {asked} bar.", reading, f"So the value is {value}."]
+
+
+def _comparison_solution(scene: Mapping[str, Any]) -> list[str]:
+    # Listed in reading order (lines top to bottom, shapes left to right), never longest first,
+    # so the order of mention gives nothing away.
+    if scene["kind"] == "lines":
+        lines = sorted(scene["lines"], key=lambda line: line["start"][1] + line["end"][1])
+        names = [f"{line['colour']} line" for line in lines]
+        sizes = [line["length"] for line in lines]
+        first_verb, last_suffix = "is", " long"
+        verdict = "line is longer" if len(sizes) == 2 else "line is the longest"
+    else:
+        shapes = sorted(scene["shapes"], key=lambda shape: shape["box"][0])
+        names = [f"{shape['colour']} {shape['shape']}" for shape in shapes]
+        sizes = [shape["area"] for shape in shapes]
+        first_verb, last_suffix = "covers", ""
+        verdict = "one is larger"
+    colours = [name.split(" ")[0] for name in names]
+    texts = _distinct_numbers(sizes)
+    measured = [f"The {names[0]} {first_verb} {texts[0]} px{last_suffix}"]
+    measured += [f"the {name} {text} px" for name, text in zip(names[1:], texts[1:], strict=True)]
+    winner = colours[max(range(len(sizes)), key=sizes.__getitem__)]
+    return [", ".join(measured) + ".", f"The {winner} {verdict}."]
+
+
+def _arithmetic_solution(scene: Mapping[str, Any]) -> list[str]:
+    # Reading order (row by row through the 3×3 grid), as a person would list them.
+    values = [number["value"] for number in sorted(scene["numbers"], key=lambda n: n["cell"])]
+    listed = ", ".join(str(v) for v in values[:-1]) + f" and {values[-1]}"
+    operation = scene["operation"]
+    if operation == "sum":
+        working = " + ".join(str(v) for v in values) + f" = {sum(values)}"
+    elif operation == "difference":
+        working = f"{max(values)} - {min(values)} = {max(values) - min(values)}"
+    elif operation == "product":
+        working = " * ".join(str(v) for v in values) + f" = {math.prod(values)}"
+    else:
+        raise ValueError(f"scene operation must be sum, difference or product, got {operation!r}")
+    return [f"The numbers are {listed}.", f"{working}."]
+
+
+SOLUTION_WRITERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "counting": _counting_solution,
+    "bar_chart": _bar_chart_solution,
+    "comparison": _comparison_solution,
+    "arithmetic": _arithmetic_solution,
+}
+"""Per family: the rationale's sentences, from the scene (the option sentence is added after)."""
