@@ -48,6 +48,48 @@ def estimators() -> None:
         typer.echo(f"{'':12s} token weighting: {est.token_weighting}; loss: {loss}")
 
 
+ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field: --set train.steps=10 (repeatable)."),
+]
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from care.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+
+
+@app.command()
+def train(
+    config: ConfigPath,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
+) -> None:
+    """Train with the configured estimator (launch with `accelerate launch -m care.cli train`
+    for several processes)."""
+    from care.train.trainer import Trainer
+
+    cfg = _load(config, overrides)
+    run_dir = Trainer(cfg, resume=resume).fit()
+    typer.echo(f"run folder: {run_dir}")
+
+
+@app.command()
+def sft(config: ConfigPath, overrides: Overrides = None) -> None:
+    """Supervised warm start on rows with a `solution`; prints the checkpoint folder."""
+    from care.train.sft import run_sft
+
+    cfg = _load(config, overrides)
+    folder = run_sft(cfg)
+    typer.echo(f"checkpoint: {folder}")
+
+
 @app.command("inspect")
 def inspect_run(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")],
@@ -75,3 +117,7 @@ def inspect_run(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # `python -m care.cli` (used by `accelerate launch -m care.cli`)
+    main()

@@ -1,0 +1,336 @@
+"""Typed, validated training configuration.
+
+One YAML file describes a run. Every field is documented here, unknown keys are errors, and a
+bad value names the field, the value and what is allowed. Batch sizes say what they count:
+*prompts* (each yields ``rollout.n`` completions) or *rows* (completions).
+
+Loss settings left unset (``null``) take the defaults that define the chosen estimator in its
+paper (``care.algo.registry``); the run folder stores the config with every default filled in,
+so a run can be reproduced from its ``config.yaml`` alone.
+
+Example::
+
+    cfg = load_config("configs/demo.yaml", overrides=["algo.estimator=grpo", "train.steps=4"])
+    cfg.loss.clip_high   # 0.3 (GRPO/CARE) or 0.28 (DAPO), filled in from the estimator
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from care.algo.care import CareConfig
+from care.algo.losses import PolicyLossConfig
+from care.algo.registry import estimator_names, get_estimator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not validate; the message names each field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Section):
+    name: str = Field("run", description="Run folder name under out_dir.")
+    out_dir: str = Field("runs", description="Folder that holds run folders.")
+    seed: int = Field(0, description="Seed for data order, sampling and model init.")
+
+
+class TinyModelSection(_Section):
+    hidden_size: int = Field(64, ge=8, description="Text hidden size of the tiny random model.")
+    num_layers: int = Field(2, ge=1, description="Decoder layers of the tiny model.")
+    num_heads: int = Field(4, ge=1, description="Attention heads.")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
+    intermediate_size: int = Field(128, ge=8, description="MLP width.")
+    vision_depth: int = Field(1, ge=1, description="Vision transformer blocks.")
+    vision_hidden_size: int = Field(32, ge=8, description="Vision hidden size.")
+
+
+class ModelSection(_Section):
+    path: str | None = Field(
+        None, description="Local Hugging Face checkpoint folder; null builds the tiny model."
+    )
+    tokenizer: Literal["tiny_bpe", "qwen2_5"] = Field(
+        "tiny_bpe", description="Tokenizer of the tiny model (ignored when path is set)."
+    )
+    tiny: TinyModelSection = Field(default_factory=TinyModelSection)
+    dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
+    image_size: int = Field(112, ge=28, description="Images are resized to this square size.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    reference_model: bool = Field(
+        True, description="Load a frozen reference copy for the KL term (false when kl_coef=0)."
+    )
+
+
+class DataSection(_Section):
+    train_files: list[str] = Field(
+        default_factory=list, description="JSONL/parquet training files."
+    )
+    test_files: list[str] = Field(
+        default_factory=list, description="Held-out files for evaluation."
+    )
+    on_bad_row: Literal["error", "skip"] = Field("error", description="What a bad row does.")
+    max_prompt_tokens: int = Field(1024, ge=16, description="Longer prompts are an error.")
+
+
+class RolloutSection(_Section):
+    engine: Literal["hf"] = Field("hf", description="Rollout engine (in-process transformers).")
+    n: int = Field(8, ge=1, description="Rollouts per prompt (G).")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(2048, ge=1, description="Longest response, in tokens.")
+    batch_rows: int = Field(64, ge=1, description="Completions generated per engine call.")
+
+
+class RescueSection(_Section):
+    enable: bool = Field(True, description="Give all-wrong groups a pseudo-anchored subgroup.")
+    delta: float = Field(0.1, gt=0.0, description="Pseudo-reward of the pseudo-anchor.")
+    normalize: bool = Field(True, description="z-score the pseudo-rewards (δ then cancels).")
+    anchor: Literal["sum", "mean"] = Field("sum", description="Old log-prob sum or mean per token.")
+
+
+class CareSection(_Section):
+    K: int = Field(4, ge=1, description="Hard negatives per subgroup.")
+    M: int = Field(6, ge=1, description="Nearest-failure pool size (M >= K).")
+    s: float = Field(0.5, ge=0.0, description="Negative-only scale.")
+    s_refl: float | None = Field(None, ge=0.0, description="Failed-reflection scale (null: s/2).")
+    equalize: bool = Field(True, description="Multiply the subgroup by sqrt(K/K').")
+    eps: float = Field(1e-6, gt=0.0, description="Added to the subgroup std.")
+    rescue: RescueSection = Field(default_factory=RescueSection)
+
+    @model_validator(mode="after")
+    def _m_at_least_k(self) -> CareSection:
+        if self.M < self.K:
+            raise ValueError(f"M={self.M} must be >= K={self.K}")
+        return self
+
+    def to_care_config(self) -> CareConfig:
+        return CareConfig(
+            K=self.K,
+            M=self.M,
+            s=self.s,
+            s_refl=self.s_refl,
+            equalize=self.equalize,
+            eps=self.eps,
+            rescue_enable=self.rescue.enable,
+            rescue_delta=self.rescue.delta,
+            rescue_normalize=self.rescue.normalize,
+            rescue_anchor=self.rescue.anchor,
+        )
+
+
+class RgrSection(_Section):
+    enable: bool | None = Field(
+        None, description="Run Reflection-Guided Resampling (null: the estimator decides)."
+    )
+    train_on: Literal["continuation", "response"] = Field(
+        "continuation",
+        description="Train the repair as a continuation of its repair context, or as a response "
+        "to the original prompt (the reference code).",
+    )
+    sampling: Literal["rollout", "reference"] = Field(
+        "rollout",
+        description="Decode the repair like the rollouts (paper) or with the reference code's "
+        "temperature 0.6 / top_p 0.95 / 512 tokens.",
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Repair length cap (null: rollout.max_new_tokens, or 512)."
+    )
+
+
+class RewardSection(_Section):
+    format_weight: float = Field(0.0, ge=0.0, le=1.0, description="w in (1-w)·acc + w·fmt.")
+
+
+class DapoSection(_Section):
+    variance_tolerance: float = Field(1e-8, ge=0.0, description="Groups with var <= this drop.")
+    max_refill_rounds: int = Field(3, ge=0, description="Extra rollout rounds to refill a batch.")
+
+
+class AlgoSection(_Section):
+    estimator: str = Field("care", description=f"One of: {', '.join(estimator_names())}.")
+    care: CareSection = Field(default_factory=CareSection)
+    rgr: RgrSection = Field(default_factory=RgrSection)
+    token_weighting: Literal["region", "uniform"] | None = Field(
+        None, description="Token advantages (null: the estimator decides)."
+    )
+    gamma_pos: float = Field(0.005, ge=0.0, description="Think-token weight of a positive.")
+    reward: RewardSection = Field(default_factory=RewardSection)
+    dapo: DapoSection = Field(default_factory=DapoSection)
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        if value not in estimator_names():
+            raise ValueError(f"unknown estimator; allowed: {', '.join(estimator_names())}")
+        return value
+
+
+class LossSection(_Section):
+    clip_low: float | None = Field(None, description="Ratio clipped below at 1 - clip_low.")
+    clip_high: float | None = Field(None, description="Ratio clipped above at 1 + clip_high.")
+    dual_clip: float | None = Field(None, description="Dual-clip constant (null: estimator).")
+    ratio_level: Literal["token", "sequence"] | None = Field(None, description="Token or GSPO.")
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = (
+        Field(None, description="How per-token losses become one scalar.")
+    )
+    count_zero_adv_rows: bool = Field(True, description="Zero-advantage rows count in means.")
+    kl_coef: float | None = Field(None, ge=0.0, description="KL coefficient (0 disables).")
+    kl_estimator: Literal["k1", "k2", "k3", "low_var_kl", "abs"] = Field(
+        "low_var_kl", description="KL estimator to the reference policy."
+    )
+
+    def to_policy_loss_config(self, norm_length: int) -> PolicyLossConfig:
+        return PolicyLossConfig(
+            clip_low=self.clip_low,
+            clip_high=self.clip_high,
+            dual_clip=self.dual_clip,
+            ratio_level=self.ratio_level,
+            aggregation=self.aggregation,
+            count_zero_adv_rows=self.count_zero_adv_rows,
+            norm_length=norm_length,
+        )
+
+
+class OptimSection(_Section):
+    lr: float = Field(1e-6, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-2, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Max global grad norm.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up, in optimizer updates.")
+
+
+class TrainSection(_Section):
+    steps: int = Field(1, ge=1, description="Training steps (one rollout batch each).")
+    prompts_per_step: int = Field(512, ge=1, description="Prompts per step (x rollout.n rows).")
+    mini_batch_prompts: int = Field(128, ge=1, description="Prompts per optimizer update.")
+    micro_batch_rows: int = Field(8, ge=1, description="Completions per forward/backward.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each step's batch.")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Newest resumable checkpoints kept.")
+    log_samples_every: int = Field(1, ge=0, description="Write rollout texts every N steps.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+
+    @model_validator(mode="after")
+    def _mini_batch_divides(self) -> TrainSection:
+        if self.prompts_per_step % self.mini_batch_prompts != 0:
+            raise ValueError(
+                f"mini_batch_prompts={self.mini_batch_prompts} must divide "
+                f"prompts_per_step={self.prompts_per_step}"
+            )
+        return self
+
+
+class SftSection(_Section):
+    steps: int = Field(0, ge=0, description="Supervised warm-start updates (0: none).")
+    lr: float = Field(1e-3, gt=0.0, description="SFT learning rate.")
+    batch_rows: int = Field(16, ge=1, description="Examples per SFT update.")
+
+
+class TrainConfig(_Section):
+    """A whole run: what to train, on what, with which estimator, for how long."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    algo: AlgoSection = Field(default_factory=AlgoSection)
+    loss: LossSection = Field(default_factory=LossSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    sft: SftSection = Field(default_factory=SftSection)
+
+    @model_validator(mode="after")
+    def _fill_estimator_defaults(self) -> TrainConfig:
+        est = get_estimator(self.algo.estimator)
+        # A field the user did not write takes the estimator's value; an explicit null on
+        # dual_clip is kept (it disables the dual clip).
+        given = self.loss.model_fields_set
+        for key in ("clip_low", "clip_high", "dual_clip", "ratio_level", "aggregation", "kl_coef"):
+            unset = key not in given or (key != "dual_clip" and getattr(self.loss, key) is None)
+            if unset:
+                object.__setattr__(self.loss, key, est.loss_defaults[key])
+        if self.algo.token_weighting is None:
+            object.__setattr__(self.algo, "token_weighting", est.token_weighting)
+        if self.algo.rgr.enable is None:
+            object.__setattr__(self.algo.rgr, "enable", est.uses_rgr)
+        elif self.algo.rgr.enable and not est.uses_rgr:
+            raise ValueError(
+                f"algo.rgr.enable=true but estimator {est.name!r} does not run RGR "
+                "(use 'care', or 'care_no_rgr' for the ablation)"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.run.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what ``config.yaml`` in the run folder holds)."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {where}: unknown key (value {item.get('input')!r})")
+        else:
+            lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key.path=value")
+    path, raw = override.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    node = data
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(
+    data: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None
+) -> TrainConfig:
+    """Validate a config mapping (plus ``key.path=value`` overrides) into a :class:`TrainConfig`."""
+    data = dict(data or {})
+    for override in overrides or []:
+        _apply_override(data, override)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config file; relative data paths stay relative to the current directory."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return config_from_dict(data or {}, source=str(path), overrides=overrides)

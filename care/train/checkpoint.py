@@ -1,0 +1,101 @@
+"""Resumable checkpoints: a Hugging Face model folder plus the trainer state beside it.
+
+``<run>/checkpoints/step_<N>/`` holds what ``save_pretrained`` writes (config, safetensors,
+tokenizer and processor files), so ``care eval`` and plain transformers load it directly, and
+``trainer_state.pt`` with the optimizer, scheduler, every RNG state, the data cursor and the step.
+A checkpoint is written to ``step_<N>.tmp`` and renamed when complete, so a kill while saving
+never leaves a half checkpoint that resume would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS_DIR / f"step_{step}"
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with a trainer state), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / TRAINER_STATE).is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    save_model: Any,
+    trainer_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write ``step_<step>`` atomically and keep only the newest ``keep`` trainer states.
+
+    ``save_model(folder)`` writes the Hugging Face files; ``trainer_state`` is pickled with torch.
+    Older checkpoints keep their model files (they are evaluation points) but lose their
+    optimizer state once more than ``keep`` newer ones exist, which bounds the disk use.
+    """
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_model(tmp)
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / TRAINER_STATE)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        (old / TRAINER_STATE).unlink()
+    return final
+
+
+def load_trainer_state(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / TRAINER_STATE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trainer state (not a resumable checkpoint)")
+    # Our own file: optimizer states and RNG tuples need full unpickling.
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,925 @@
+"""The reference RL trainer for CARE and its baselines.
+
+One step reads as the method::
+
+    rollout → verify → old log-probs + rationale embeddings (one forward) → hard negatives
+    → RGR repairs → advantages → update → log → checkpoint
+
+Every phase is timed (``time/<phase>`` in ``steps.jsonl``), every step writes the run-log
+records of ``docs/run_format.md``, and a checkpoint holds everything needed to continue the run
+bit for bit (``--resume``). Multi-process training goes through ``accelerate`` (DDP on CPU or
+GPU; FSDP through an accelerate config): each process takes its share of the step's prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from care.algo.grpo import dynamic_sampling_keep
+from care.algo.losses import kl_loss, policy_loss
+from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
+from care.algo.spans import RegionMasks, region_masks
+from care.algo.token_weights import region_token_advantages, uniform_token_advantages
+from care.config import TrainConfig
+from care.data import Example, load_examples
+from care.metrics.signal import batch_summary, step_signal_metrics
+from care.models.policy import collate, policy_forward
+from care.models.vlm import save_policy
+from care.prompts import build_messages, build_repair_prefix, render_prompt
+from care.rollout.base import RolloutRequest, SamplingParams
+from care.runlog import RunWriter
+from care.train.batch import Row, StepBatch
+from care.train.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    restore_rng,
+    save_checkpoint,
+)
+from care.train.policy_setup import build_or_load_policy, make_engine
+from care.train.sampler import PromptSampler
+from care.train.timing import PhaseTimer
+from care.verify import reward as verdict_reward
+from care.verify import score
+
+# The reference code decodes repairs with these (ALGORITHM.md section 3, option "reference").
+_REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
+
+
+def task_corpus(examples: Sequence[Example]) -> list[str]:
+    """Text the tiny tokenizer learns its merges from: questions, options, answers, rationales."""
+    texts = []
+    for ex in examples:
+        texts.append(ex.question)
+        texts.extend(ex.choices or ())
+        texts.append(ex.answer)
+        solution = ex.extra.get("solution") if ex.extra else None
+        if solution:
+            texts.append(str(solution))
+    return texts
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A sampling seed that depends only on (run seed, step, stream): resume-safe."""
+    return int(np.random.SeedSequence([seed, step, stream]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Trainer:
+    """Runs ``cfg.train.steps`` RL steps of the configured estimator.
+
+    Args:
+        cfg: the validated config.
+        resume: continue from the newest checkpoint in the run folder.
+        accelerator: an ``accelerate.Accelerator`` (one is made when None).
+        progress: show a progress bar on the main process.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: bool = False,
+        accelerator: Accelerator | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.estimator: Estimator = get_estimator(cfg.algo.estimator)
+        self.care_cfg = cfg.algo.care.to_care_config()
+        device = cfg.train.device
+        self.accelerator = accelerator or Accelerator(cpu=device == "cpu")
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self.is_main = self.accelerator.is_main_process
+        self.progress = progress and self.is_main
+        if cfg.train.mini_batch_prompts % self.world:
+            raise ValueError(
+                f"train.mini_batch_prompts={cfg.train.mini_batch_prompts} must be divisible by "
+                f"the number of processes ({self.world})"
+            )
+        self.run_dir = cfg.run_dir
+        if not cfg.data.train_files:
+            raise ValueError("data.train_files is empty: give at least one training file")
+
+        self.examples: list[Example] = []
+        self.skipped_rows = 0
+        for path in cfg.data.train_files:
+            loaded = load_examples(path, on_bad_row=cfg.data.on_bad_row)
+            self.examples.extend(loaded.examples)
+            self.skipped_rows += len(loaded.skipped)
+        self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
+        self._image_cache: dict[int, list[Any]] = {}
+
+        device = self.accelerator.device
+        resume_from = latest_checkpoint(self.run_dir) if resume else None
+        if resume and resume_from is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        model_cfg = cfg.model
+        if resume_from is not None:
+            model_cfg = model_cfg.model_copy(update={"path": str(resume_from[1])})
+        corpus = task_corpus(self.examples)
+        policy, self.processor = build_or_load_policy(
+            model_cfg, seed=cfg.run.seed, device=device, corpus=corpus
+        )
+        policy.train()
+        if cfg.model.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        self.reference = None
+        if cfg.loss.kl_coef and cfg.model.reference_model:
+            # The reference is always the run's starting policy, also after a resume.
+            self.reference, _ = build_or_load_policy(
+                cfg.model, seed=cfg.run.seed, device=device, corpus=corpus
+            )
+            self.reference.eval().requires_grad_(False)
+
+        optimizer = torch.optim.AdamW(
+            policy.parameters(),
+            lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
+            betas=cfg.optim.betas,
+        )
+        warmup = cfg.optim.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
+            policy, optimizer, scheduler
+        )
+        self.policy = self.accelerator.unwrap_model(self.model)
+        self.tokenizer = self.processor.tokenizer
+        self.engine = make_engine(self.policy, self.processor, cfg.rollout)
+        self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
+        self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
+        self.start_step = 0
+        if resume_from is not None:
+            state = load_trainer_state(resume_from[1])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.sampler.load_state_dict(state["sampler"])
+            restore_rng(state["rng"])
+            self.start_step = int(state["step"])
+        self.writer: RunWriter | None = None
+        if self.is_main:
+            if resume_from is not None:
+                self.writer = RunWriter.resume(self.run_dir, last_step=self.start_step)
+            else:
+                self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        self.timer = PhaseTimer(sync)
+
+    # ------------------------------------------------------------------------------------------
+    # The loop
+
+    def fit(self) -> Path:
+        """Train to ``cfg.train.steps``; returns the run folder."""
+        cfg = self.cfg
+        steps = range(self.start_step + 1, cfg.train.steps + 1)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.train.steps, initial=self.start_step, desc=cfg.algo.estimator)
+        try:
+            for step in steps:
+                metrics = self.train_step(step)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
+                        acc=f"{metrics.get('acc/mean', float('nan')):.3f}",
+                        fail_share=f"{metrics.get('signal/failure_share_seq', float('nan')):.2f}",
+                    )
+                last = step == cfg.train.steps
+                if last or (cfg.train.save_every and step % cfg.train.save_every == 0):
+                    self.save(step)
+        except BaseException:
+            if self.writer is not None:
+                self.writer.finish("crashed")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.writer is not None:
+            self.writer.finish("finished")
+        return self.run_dir
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One step of rollout → … → update; logs its records and returns the step metrics."""
+        self.timer.reset()
+        with self.timer("rollout"):
+            batch, dapo_stats = self._rollout_with_filter(step)
+        with self.timer("old_logp_embed"):
+            self._old_logprobs_and_embeddings(batch, range(len(batch)))
+        with self.timer("advantage"):
+            first = self._advantages(batch) if self.estimator.uses_rgr else None
+        if self.estimator.uses_rgr and self.cfg.algo.rgr.enable:
+            with self.timer("rgr"):
+                self._rgr(batch, first, step)
+        with self.timer("advantage"):
+            result = self._advantages(batch)
+            self._token_advantages(batch, result)
+        with self.timer("update"):
+            if self._nothing_to_learn(dapo_stats):
+                update_metrics = {"update/skipped": 1.0}
+            else:
+                update_metrics = self._update(batch)
+        self.engine.sync_weights(self.policy)
+        with self.timer("log"):
+            metrics = self._log(step, batch, result, update_metrics, dapo_stats)
+        return metrics
+
+    def _nothing_to_learn(self, dapo_stats: dict[str, float]) -> bool:
+        """DAPO found no group with reward variance on any process: an update would only apply
+        weight decay and stale momentum, so the step is logged and the update skipped."""
+        if "dapo/kept_groups" not in dapo_stats:
+            return False
+        kept = torch.tensor([dapo_stats["dapo/kept_groups"]], device=self.accelerator.device)
+        if self.world > 1:
+            kept = self.accelerator.gather(kept)
+        return float(kept.sum()) == 0.0
+
+    # ------------------------------------------------------------------------------------------
+    # Rollout and verification
+
+    def _prompt_for(self, example: Example) -> str:
+        messages = build_messages(example.question, example.choices, num_images=len(example.images))
+        return render_prompt(self.processor, messages)
+
+    def _images_for(self, index: int) -> list[Any]:
+        if index not in self._image_cache:
+            self._image_cache[index] = self.examples[index].load_images()
+        return self._image_cache[index]
+
+    def _rollout_groups(self, indices: list[int], step: int, stream: int) -> StepBatch:
+        cfg = self.cfg
+        examples = [self.examples[i] for i in indices]
+        requests = [
+            RolloutRequest(prompt=self._prompt_for(ex), images=self._images_for(i))
+            for i, ex in zip(indices, examples, strict=True)
+        ]
+        params = SamplingParams(
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            n=cfg.rollout.n,
+            seed=step_seed(cfg.run.seed, step, stream * self.world + self.rank),
+        )
+        outputs = self.engine.generate(requests, params)
+        batch = StepBatch(examples=examples)
+        for group, (request, samples) in enumerate(zip(requests, outputs, strict=True)):
+            for index, out in enumerate(samples):
+                batch.rows.append(
+                    Row(
+                        group=group,
+                        prompt=request.prompt,
+                        images=list(request.images),
+                        prefix="",
+                        response_ids=list(out.response_ids),
+                        text=out.text,
+                        sampler_logprobs=list(out.logprobs),
+                        finish_reason=out.finish_reason,
+                        index_in_group=index,
+                    )
+                )
+        self._verify(batch, batch.rows)
+        return batch
+
+    def _verify(self, batch: StepBatch, rows: Sequence[Row]) -> None:
+        weight = self.cfg.algo.reward.format_weight
+        for row in rows:
+            ex = batch.examples[row.group]
+            verdict = score(row.prefix + row.text, ex.answer, ex.choices, ex.answer_type)
+            row.verdict = verdict
+            row.reward = verdict_reward(verdict, weight)
+
+    def _local_prompt_indices(self, count: int) -> list[int]:
+        """This process's share of the next ``count`` prompts (all processes draw the same list)."""
+        indices = self.sampler.next_batch(count)
+        return indices[self.rank :: self.world]
+
+    def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float]]:
+        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts."""
+        cfg = self.cfg
+        batch = self._rollout_groups(
+            self._local_prompt_indices(cfg.train.prompts_per_step), step, 0
+        )
+        if not self.estimator.dynamic_sampling:
+            return batch, {}
+        wanted = cfg.train.prompts_per_step // self.world
+        kept = self._keep_varied_groups(batch)
+        rounds, drawn = 0, len(batch.examples)
+        while len(kept.examples) < wanted and rounds < cfg.algo.dapo.max_refill_rounds:
+            rounds += 1
+            more = self._rollout_groups(
+                self._local_prompt_indices(cfg.train.prompts_per_step), step, rounds
+            )
+            drawn += len(more.examples)
+            kept = _concat_groups(kept, self._keep_varied_groups(more), limit=wanted)
+        stats = {
+            "dapo/kept_groups": float(len(kept.examples)),
+            "dapo/drawn_groups": float(drawn),
+            "dapo/refill_rounds": float(rounds),
+        }
+        if not kept.rows:
+            # Nothing varied: keep the first draw (its advantages are all zero) so every
+            # process still steps in lockstep; train_step skips the update when no process kept any.
+            kept = batch
+        return kept, stats
+
+    def _keep_varied_groups(self, batch: StepBatch) -> StepBatch:
+        rewards = torch.tensor([row.reward for row in batch.rows])
+        groups = batch.column("group", torch.long)
+        keep = dynamic_sampling_keep(rewards, groups, self.cfg.algo.dapo.variance_tolerance)
+        kept_groups = sorted(
+            {row.group for row, k in zip(batch.rows, keep.tolist(), strict=True) if k}
+        )
+        return _select_groups(batch, kept_groups)
+
+    # ------------------------------------------------------------------------------------------
+    # Old log-probs, rationale embeddings, spans
+
+    def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
+        size = self.cfg.train.micro_batch_rows
+        rows = list(rows)
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def _collate(self, batch: StepBatch, rows: Sequence[int]):
+        selected = [batch.rows[i] for i in rows]
+        device = self.accelerator.device
+        policy_batch = collate(
+            self.processor,
+            [row.prompt for row in selected],
+            [row.images for row in selected],
+            [row.response_ids for row in selected],
+            assistant_prefixes=[row.prefix for row in selected],
+        )
+        return policy_batch.to(device)
+
+    def _old_logprobs_and_embeddings(self, batch: StepBatch, rows: Sequence[int]) -> None:
+        """Old log-probs AND rationale embeddings of ``rows`` in one forward (no grad); also the
+        tag regions of each response. Results land in ``batch.per_row``."""
+        rows = list(rows)
+        if not rows:
+            return
+        want_embeddings = self.estimator.needs_embeddings
+        for chunk in self._micro_batches(rows):
+            policy_batch = self._collate(batch, chunk)
+            regions = region_masks(
+                self.tokenizer, policy_batch.response_ids.cpu(), policy_batch.response_mask.cpu()
+            )
+            out = policy_forward(
+                self.policy,
+                policy_batch,
+                want_embeddings=want_embeddings,
+                think_mask=regions.think_mask.to(policy_batch.response_ids.device),
+                temperature=self._logprob_temperature,
+                suppress_token_ids=self.suppress_ids,
+            )
+            ref = None
+            if self.reference is not None:
+                ref = policy_forward(
+                    self.reference,
+                    policy_batch,
+                    want_embeddings=False,
+                    temperature=self._logprob_temperature,
+                    suppress_token_ids=self.suppress_ids,
+                ).token_logprobs
+            self._store_rows(
+                batch, chunk, policy_batch, regions, out.token_logprobs, out.embeddings, ref
+            )
+
+    @property
+    def _logprob_temperature(self) -> float:
+        # Greedy rollouts have no temperature; score them under the plain distribution.
+        return self.cfg.rollout.temperature or 1.0
+
+    def _store_rows(
+        self,
+        batch: StepBatch,
+        rows: list[int],
+        policy_batch: Any,
+        regions: RegionMasks,
+        old_logp: torch.Tensor,
+        embeddings: torch.Tensor | None,
+        ref_logp: torch.Tensor | None,
+    ) -> None:
+        store = batch.per_row
+        mask = policy_batch.response_mask.cpu()
+        for k, row in enumerate(rows):
+            length = int(mask[k].sum())
+            entry = {
+                "old_logp": old_logp[k, :length].detach().cpu(),
+                "think_mask": regions.think_mask[k, :length],
+                "answer_mask": regions.answer_mask[k, :length],
+                "think_len": int(regions.think_len[k]),
+                "answer_len": int(regions.answer_len[k]),
+                "embedding": None if embeddings is None else embeddings[k].detach().cpu(),
+                "ref_logp": None if ref_logp is None else ref_logp[k, :length].detach().cpu(),
+            }
+            store[row] = entry
+
+    # ------------------------------------------------------------------------------------------
+    # RGR
+
+    def _rgr(self, batch: StepBatch, first: EstimatorResult, step: int) -> None:
+        """Repair the nearest hard negative of every anchored group and append the repairs."""
+        cfg = self.cfg
+        assert first.care is not None
+        sources = first.care.rgr_sources().tolist()
+        if not sources:
+            return
+        rgr = cfg.algo.rgr
+        if rgr.sampling == "reference":
+            sampling = dict(_REFERENCE_RGR_SAMPLING)
+        else:
+            sampling = {
+                "temperature": cfg.rollout.temperature,
+                "top_p": cfg.rollout.top_p,
+                "max_new_tokens": cfg.rollout.max_new_tokens,
+            }
+        if rgr.max_new_tokens is not None:
+            sampling["max_new_tokens"] = rgr.max_new_tokens
+        prefixes = [build_repair_prefix(batch.rows[src].text) for src in sources]
+        requests = [
+            RolloutRequest(
+                prompt=batch.rows[src].prompt,
+                images=batch.rows[src].images,
+                assistant_prefix=prefix,
+            )
+            for src, prefix in zip(sources, prefixes, strict=True)
+        ]
+        params = SamplingParams(
+            n=1, seed=step_seed(cfg.run.seed, step, 1_000 + self.rank), **sampling
+        )
+        outputs = self.engine.generate(requests, params)
+        new_rows = []
+        for src, prefix, samples in zip(sources, prefixes, outputs, strict=True):
+            out = samples[0]
+            source = batch.rows[src]
+            row = Row(
+                group=source.group,
+                prompt=source.prompt,
+                images=source.images,
+                prefix=prefix if rgr.train_on == "continuation" else "",
+                response_ids=list(out.response_ids),
+                text=out.text,
+                sampler_logprobs=list(out.logprobs),
+                finish_reason=out.finish_reason,
+                reflected_from=src,
+            )
+            new_rows.append(row)
+        # The verdict always reads the whole repaired response (repair context + continuation).
+        weight = cfg.algo.reward.format_weight
+        for row, prefix in zip(new_rows, prefixes, strict=True):
+            ex = batch.examples[row.group]
+            row.verdict = score(prefix + row.text, ex.answer, ex.choices, ex.answer_type)
+            row.reward = verdict_reward(row.verdict, weight)
+        start = len(batch.rows)
+        batch.rows.extend(new_rows)
+        self._old_logprobs_and_embeddings(batch, range(start, len(batch.rows)))
+
+    # ------------------------------------------------------------------------------------------
+    # Advantages
+
+    def _advantages(self, batch: StepBatch) -> EstimatorResult:
+        per_row = batch.per_row
+        n = len(batch.rows)
+        reflected = batch.column("reflected_from", torch.long)
+        embeddings = None
+        if self.estimator.needs_embeddings:
+            # An RGR row is never an anchor or negative candidate; it carries its source's
+            # embedding only so the tensor is dense.
+            embeddings = torch.stack(
+                [
+                    per_row[i]["embedding"]
+                    if reflected[i] < 0
+                    else per_row[int(reflected[i])]["embedding"]
+                    for i in range(n)
+                ]
+            )
+        advantage_batch = AdvantageBatch(
+            rewards=torch.tensor([row.reward for row in batch.rows], dtype=torch.float32),
+            correct=batch.verdict_column("acc"),
+            group_index=batch.column("group", torch.long),
+            think_len=torch.tensor([per_row[i]["think_len"] for i in range(n)]),
+            answer_len=torch.tensor([per_row[i]["answer_len"] for i in range(n)]),
+            embeddings=embeddings,
+            old_logprob_sum=torch.stack([per_row[i]["old_logp"].sum() for i in range(n)]).float(),
+            reflected_from=reflected if bool((reflected >= 0).any()) else None,
+            response_len=torch.tensor([len(row.response_ids) for row in batch.rows]),
+        )
+        return self.estimator.advantages(advantage_batch, self.care_cfg)
+
+    def _token_advantages(self, batch: StepBatch, result: EstimatorResult) -> None:
+        per_row = batch.per_row
+        correct = batch.verdict_column("acc")
+        for i in range(len(batch.rows)):
+            entry = per_row[i]
+            length = entry["old_logp"].shape[0]
+            seq_adv = result.advantages[i : i + 1].float()
+            mask = torch.ones(1, length, dtype=torch.bool)
+            if self.cfg.algo.token_weighting == "region":
+                token_adv = region_token_advantages(
+                    seq_adv,
+                    correct[i : i + 1],
+                    entry["think_mask"][None],
+                    entry["answer_mask"][None],
+                    mask,
+                    gamma_pos=self.cfg.algo.gamma_pos,
+                )
+            else:
+                token_adv = uniform_token_advantages(seq_adv, mask)
+            entry["token_adv"] = token_adv[0]
+
+    # ------------------------------------------------------------------------------------------
+    # Update
+
+    def _mini_batches(self, batch: StepBatch) -> list[list[int]]:
+        """Rows split into the step's optimizer updates by prompt group (RGR rows with theirs)."""
+        n_updates = self.cfg.train.prompts_per_step // self.cfg.train.mini_batch_prompts
+        groups = sorted({row.group for row in batch.rows})
+        parts = np.array_split(np.array(groups, dtype=int), n_updates)
+        out = []
+        for part in parts:
+            chosen = set(part.tolist())
+            out.append([i for i, row in enumerate(batch.rows) if row.group in chosen])
+        return out
+
+    def _equal_micro_batches(self, rows: list[int]) -> list[list[int]]:
+        """Split into as many micro-batches as the busiest process needs, so every process runs
+        the same number of backward passes (DDP all-reduces on each synced backward)."""
+        size = self.cfg.train.micro_batch_rows
+        count = max(1, math.ceil(len(rows) / size))
+        if self.world > 1:
+            counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
+            count = int(counts.max())
+        count = min(count, max(1, len(rows)))
+        return [part.tolist() for part in np.array_split(np.array(rows, dtype=int), count)]
+
+    def _update(self, batch: StepBatch) -> dict[str, float]:
+        cfg = self.cfg
+        per_row = batch.per_row
+        totals: dict[str, float] = {}
+        weights_seen: dict[str, float] = {}
+        grad_norms, entropies = [], []
+        self.model.train()
+        for _ in range(cfg.train.ppo_epochs):
+            for mini in self._mini_batches(batch):
+                if not mini:
+                    continue
+                pg_denominator = self._denominator(per_row, mini, cfg.loss.count_zero_adv_rows)
+                kl_denominator = self._denominator(per_row, mini, True)
+                micro_batches = self._equal_micro_batches(mini)
+                for index, micro in enumerate(micro_batches):
+                    policy_batch = self._collate(batch, micro)
+                    device = policy_batch.response_ids.device
+                    length = policy_batch.response_ids.shape[1]
+                    old_logp = _pad_stack([per_row[i]["old_logp"] for i in micro], length).to(
+                        device
+                    )
+                    token_adv = _pad_stack([per_row[i]["token_adv"] for i in micro], length).to(
+                        device
+                    )
+                    answer_mask = _pad_stack(
+                        [per_row[i]["answer_mask"] for i in micro], length, dtype=torch.bool
+                    ).to(device)
+                    sync = index == len(micro_batches) - 1
+                    context = self.accelerator.no_sync(self.model) if not sync else nullcontext()
+                    with context:
+                        out = policy_forward(
+                            self.model,
+                            policy_batch,
+                            want_embeddings=False,
+                            requires_grad=True,
+                            want_entropy=True,
+                            temperature=self._logprob_temperature,
+                            suppress_token_ids=self.suppress_ids,
+                        )
+                        mask = policy_batch.response_mask
+                        pg = policy_loss(
+                            out.token_logprobs,
+                            old_logp,
+                            token_adv,
+                            mask,
+                            self.loss_cfg,
+                            answer_mask,
+                        )
+                        pg_weight = self._micro_share(
+                            per_row, micro, pg_denominator, cfg.loss.count_zero_adv_rows
+                        )
+                        loss = pg.loss * pg_weight
+                        metrics = dict(pg.metrics)
+                        if self.reference is not None:
+                            ref_logp = _pad_stack(
+                                [per_row[i]["ref_logp"] for i in micro], length
+                            ).to(device)
+                            kl = kl_loss(
+                                out.token_logprobs,
+                                ref_logp,
+                                mask,
+                                estimator=cfg.loss.kl_estimator,
+                                aggregation=self.loss_cfg.aggregation,
+                                norm_length=self.loss_cfg.norm_length,
+                            )
+                            kl_weight = self._micro_share(per_row, micro, kl_denominator, True)
+                            loss = loss + cfg.loss.kl_coef * kl.loss * kl_weight
+                            metrics.update(kl.metrics)
+                        self.accelerator.backward(loss)
+                    tokens = float(mask.sum())
+                    entropies.append((float((out.entropy * mask).sum()), tokens))
+                    for key, value in metrics.items():
+                        if value is None or (isinstance(value, float) and math.isnan(value)):
+                            continue
+                        totals[key] = totals.get(key, 0.0) + value * tokens
+                        weights_seen[key] = weights_seen.get(key, 0.0) + tokens
+                grad_norm = self.accelerator.clip_grad_norm_(
+                    self.model.parameters(), cfg.optim.grad_clip
+                )
+                grad_norms.append(float(grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        metrics = {key: totals[key] / weights_seen[key] for key in totals}
+        metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
+        entropy_sum = sum(e for e, _ in entropies)
+        entropy_tokens = sum(t for _, t in entropies)
+        metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else float("nan")
+        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        return metrics
+
+    def _denominator(
+        self, per_row: dict[int, dict[str, Any]], rows: list[int], count_zero: bool
+    ) -> float:
+        """Tokens (token_mean) or rows (sequence means) that ``rows`` contribute to a mean."""
+        total = 0.0
+        for i in rows:
+            entry = per_row[i]
+            n_tokens = entry["old_logp"].shape[0]
+            if n_tokens == 0:
+                continue
+            if not count_zero and not bool((entry["token_adv"] != 0).any()):
+                continue
+            total += n_tokens if self.loss_cfg.aggregation == "token_mean" else 1.0
+        return total
+
+    def _micro_share(
+        self,
+        per_row: dict[int, dict[str, Any]],
+        rows: list[int],
+        denominator: float,
+        count_zero: bool,
+    ) -> float:
+        """This micro-batch's share of the mini-batch denominator: the factor that turns its
+        micro-batch mean into its part of the mini-batch mean."""
+        if denominator == 0:
+            return 0.0
+        return self._denominator(per_row, rows, count_zero) / denominator
+
+    # ------------------------------------------------------------------------------------------
+    # Logging and checkpoints
+
+    def _log(
+        self,
+        step: int,
+        batch: StepBatch,
+        result: EstimatorResult,
+        update_metrics: dict[str, float],
+        dapo_stats: dict[str, float],
+    ) -> dict[str, float]:
+        rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
+        payload = _row_payload(batch, result, self.rank, rgr_on)
+        gathered = gather_object([payload]) if self.world > 1 else [payload]
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            merged = _merge_payloads(gathered)
+            metrics.update(
+                _step_metrics(
+                    merged, self.care_cfg.rescue_enable and self.estimator.needs_embeddings
+                )
+            )
+            metrics.update(update_metrics)
+            metrics.update(dapo_stats)
+            metrics.update(self.timer.metrics())
+            metrics["data/skipped_rows"] = float(self.skipped_rows)
+            assert self.writer is not None
+            self.writer.log_step(step, metrics)
+            self.writer.log_groups(step, merged["groups"])
+            every = self.cfg.train.log_samples_every
+            if every and step % every == 0:
+                self.writer.log_samples(step, merged["samples"])
+        return metrics
+
+    def save(self, step: int) -> Path | None:
+        """Write ``checkpoints/step_<step>`` (main process) and wait for every process."""
+        path = None
+        if self.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "config": self.cfg.to_dict(),
+            }
+            path = save_checkpoint(
+                self.run_dir,
+                step,
+                save_model=lambda folder: save_policy(self.policy, self.processor, folder),
+                trainer_state=state,
+                keep=self.cfg.train.keep_checkpoints,
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers (pure functions of a step's rows)
+
+
+def _pad_stack(
+    values: list[torch.Tensor], length: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    dtype = dtype or values[0].dtype
+    out = torch.zeros(len(values), length, dtype=dtype)
+    for i, value in enumerate(values):
+        out[i, : value.shape[0]] = value.to(dtype)
+    return out
+
+
+def _select_groups(batch: StepBatch, groups: list[int]) -> StepBatch:
+    remap = {old: new for new, old in enumerate(groups)}
+    out = StepBatch(examples=[batch.examples[g] for g in groups])
+    for row in batch.rows:
+        if row.group in remap:
+            out.rows.append(_regroup(row, remap[row.group]))
+    return out
+
+
+def _concat_groups(first: StepBatch, second: StepBatch, limit: int) -> StepBatch:
+    room = max(0, limit - len(first.examples))
+    second = _select_groups(second, list(range(min(room, len(second.examples)))))
+    offset = len(first.examples)
+    out = StepBatch(examples=first.examples + second.examples, rows=list(first.rows))
+    out.rows.extend(_regroup(row, row.group + offset) for row in second.rows)
+    return out
+
+
+def _regroup(row: Row, group: int) -> Row:
+    fields = {**row.__dict__, "group": group}
+    return Row(**fields)
+
+
+def _row_payload(
+    batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
+) -> dict[str, Any]:
+    """Everything the logs need about this process's rows, as plain Python data."""
+    per_row = batch.per_row
+    care = result.care
+    rows = batch.rows
+    payload: dict[str, Any] = {
+        "rank": rank,
+        "group": [row.group for row in rows],
+        "reflected_from": [row.reflected_from for row in rows],
+        "advantages": result.advantages.tolist(),
+        "token_abs_sum": [float(per_row[i]["token_adv"].abs().sum()) for i in range(len(rows))],
+        "correct": [bool(row.verdict.acc) for row in rows],
+        "format": [bool(row.verdict.fmt) for row in rows],
+        "reward": [row.reward for row in rows],
+        "response_len": [len(row.response_ids) for row in rows],
+        "rescued": care.rescued.tolist() if care is not None else [False] * len(rows),
+        "groups": [],
+        "samples": [],
+    }
+    for group, example in enumerate(batch.examples):
+        members = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from < 0]
+        repair = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from >= 0]
+        record: dict[str, Any] = {
+            "group_id": group,
+            "prompt_id": example.id,
+            "G": len(members),
+            "n_correct": sum(bool(rows[i].verdict.acc) for i in members),
+            "anchor_index": None,
+            "hard_negatives": [],
+            "k_prime": 0,
+            "rescued": False,
+            "pseudo_anchor": None,
+            "rescue_impossible": False,
+            "rgr": None,
+            "advantages": [float(result.advantages[i]) for i in members],
+            "rewards": [rows[i].reward for i in members],
+            "correct": [bool(rows[i].verdict.acc) for i in members],
+        }
+        if care is not None:
+            position = {row_index: k for k, row_index in enumerate(members)}
+            anchors = [i for i in members if bool(care.is_anchor[i])]
+            rescued = bool(care.rescued[members[0]]) if members else False
+            picked = sorted(
+                (int(care.picked_rank[i]), i) for i in members if int(care.picked_rank[i]) >= 0
+            )
+            record.update(
+                anchor_index=position[anchors[0]] if anchors and not rescued else None,
+                hard_negatives=[
+                    {"index": position[i], "distance": float(care.anchor_distance[i])}
+                    for _, i in picked
+                ],
+                k_prime=int(care.k_prime[members[0]]) if members else 0,
+                rescued=rescued,
+                pseudo_anchor=position[anchors[0]] if anchors and rescued else None,
+                rescue_impossible=bool(care.rescue_impossible[members[0]]) if members else False,
+            )
+        if rgr_enabled and care is not None:
+            if repair:
+                r = repair[0]
+                source = rows[r].reflected_from
+                record["rgr"] = {
+                    "triggered": True,
+                    "passed": bool(rows[r].verdict.acc),
+                    "source_index": position[source],
+                    "source_len": len(rows[source].response_ids),
+                    "repair_len": len(rows[r].response_ids),
+                    "reward": rows[r].reward,
+                    "advantage": float(result.advantages[r]),
+                }
+            else:
+                record["rgr"] = {
+                    "triggered": False,
+                    "passed": None,
+                    "source_index": None,
+                    "source_len": None,
+                    "repair_len": None,
+                }
+        payload["groups"].append(record)
+    for i, row in enumerate(rows):
+        payload["samples"].append(
+            {
+                "group_id": row.group,
+                "index": row.index_in_group,
+                "prompt_id": batch.examples[row.group].id,
+                "question": batch.examples[row.group].question,
+                "response": row.text,
+                "repair_prefix": row.prefix or None,
+                "reflected_from": row.reflected_from,
+                "reward": row.reward,
+                "correct": bool(row.verdict.acc),
+                "format": bool(row.verdict.fmt),
+                "extracted": row.verdict.extracted,
+                "advantage": float(result.advantages[i]),
+                "finish_reason": row.finish_reason,
+            }
+        )
+    return payload
+
+
+def _merge_payloads(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """One whole-batch view from every process's rows: group ids and row references offset."""
+    payloads = sorted(payloads, key=lambda p: p["rank"])
+    merged: dict[str, Any] = {key: [] for key in payloads[0] if key != "rank"}
+    group_offset = row_offset = 0
+    for payload in payloads:
+        n_rows = len(payload["group"])
+        n_groups = len(payload["groups"])
+        for key, values in payload.items():
+            if key == "rank":
+                continue
+            if key == "group":
+                values = [g + group_offset for g in values]
+            elif key == "reflected_from":
+                values = [r + row_offset if r >= 0 else -1 for r in values]
+            elif key in ("groups", "samples"):
+                values = [{**v, "group_id": v["group_id"] + group_offset} for v in values]
+            merged[key].extend(values)
+        group_offset += n_groups
+        row_offset += n_rows
+    return merged
+
+
+def _step_metrics(merged: dict[str, Any], rescue_enabled: bool) -> dict[str, float]:
+    advantages = torch.tensor(merged["advantages"], dtype=torch.float32)
+    correct = torch.tensor(merged["correct"])
+    group = torch.tensor(merged["group"])
+    reflected = torch.tensor(merged["reflected_from"])
+    metrics = step_signal_metrics(
+        advantages,
+        correct,
+        group,
+        rescue_enabled=rescue_enabled,
+        reflected_from=reflected,
+        rescued=torch.tensor(merged["rescued"]),
+        token_advantages=torch.tensor(merged["token_abs_sum"])[:, None],
+    )
+    ordinary = reflected < 0
+    metrics.update(
+        batch_summary(
+            torch.tensor(merged["reward"])[ordinary],
+            correct[ordinary],
+            torch.tensor(merged["format"])[ordinary],
+            torch.tensor(merged["response_len"])[ordinary],
+        )
+    )
+    return metrics

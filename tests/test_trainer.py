@@ -1,0 +1,276 @@
+"""The reference trainer on the tiny model: every estimator steps and logs; CARE's rescue and RGR
+records carry the right numbers; a SIGKILLed run resumes to the same weights and records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from care.config import config_from_dict
+from care.data import DataError
+from care.data.synth import write_synthetic_dataset
+from care.rollout.base import RolloutOutput
+from care.runlog import RunReader
+from care.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(out, seed=3, n_train=24, n_test=8, image_size=56)
+    return out
+
+
+def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
+    cfg = {
+        "run": {"name": name, "out_dir": str(out_dir), "seed": 5},
+        "model": {
+            "image_size": 56,
+            "tiny": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "num_kv_heads": 1,
+                "intermediate_size": 64,
+                "vision_hidden_size": 16,
+            },
+        },
+        "data": {"train_files": [str(data_dir / "train.jsonl")]},
+        "rollout": {"n": 4, "max_new_tokens": 8, "batch_rows": 16},
+        "algo": {"estimator": "care"},
+        "optim": {"lr": 1e-3},
+        "train": {
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_prompts": 1,
+            "micro_batch_rows": 3,
+            "device": "cpu",
+        },
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "dapo", "gspo", "care", "care_no_rgr"])
+def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, estimator):
+    cfg = config_from_dict(
+        tiny_config(data_dir, tmp_path, estimator, algo={"estimator": estimator})
+    )
+    run_dir = Trainer(cfg, progress=False).fit()
+    run = RunReader(run_dir)
+    assert [record["step"] for record in run.steps] == [1, 2]
+    assert run.config["algo"]["estimator"] == estimator
+    first = run.steps[0]
+    for key in (
+        "signal/failure_share_seq",
+        "signal/failure_share_token",
+        "groups/all_wrong_frac",
+        "acc/mean",
+        "time/rollout",
+        "time/update",
+    ):
+        assert key in first, key
+    skipped = first.get("update/skipped") == 1.0
+    # Only DAPO may skip an update: when no group of the step has any reward variance.
+    assert not skipped or (estimator == "dapo" and first["dapo/kept_groups"] == 0)
+    if not skipped:
+        for key in ("loss/pg", "loss/clipfrac", "grad_norm", "entropy", "lr"):
+            assert key in first, key
+    share = first["signal/failure_share_seq"]
+    assert share is None or 0.0 <= share <= 1.0
+    fractions = sum(first[f"groups/{k}_frac"] for k in ("all_correct", "all_wrong", "mixed"))
+    assert fractions == pytest.approx(1.0)
+    if estimator == "dapo":
+        assert first["dapo/drawn_groups"] >= 2
+        assert "loss/kl" not in first  # DAPO trains without a KL term
+    else:
+        assert first["loss/kl"] is not None
+    groups = run.groups
+    assert len(groups) >= 2 and all(g["G"] == 4 for g in groups)
+    checkpoint = run_dir / "checkpoints" / "step_2"
+    assert (checkpoint / "model.safetensors").is_file()
+    assert (checkpoint / "trainer_state.pt").is_file()
+
+
+class ScriptedEngine:
+    """Returns scripted responses (a test double for the sampler): `script(question, sample,
+    is_repair) -> text`. Old log-probs are recomputed by the trainer, so logprobs are dummies."""
+
+    def __init__(self, processor, questions_to_answers, script):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.answers = questions_to_answers
+        self.script = script
+        self.suppress_token_ids: list[int] = []
+        self.stop = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def _question(self, prompt: str) -> str:
+        return next(q for q in self.answers if q in prompt)
+
+    def generate(self, requests, params):
+        out = []
+        for request in requests:
+            question = self._question(request.prompt)
+            samples = []
+            for sample in range(params.n):
+                text = self.script(question, self.answers[question], sample, bool(request.assistant_prefix))
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.stop]
+                samples.append(
+                    RolloutOutput(
+                        prompt_ids=[],
+                        response_ids=ids,
+                        text=text,
+                        logprobs=[-1.0] * len(ids),
+                        finish_reason="stop",
+                    )
+                )
+            out.append(samples)
+        return out
+
+    def sync_weights(self, model):
+        return None
+
+
+def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_dir, tmp_path):
+    cfg = config_from_dict(
+        tiny_config(
+            data_dir,
+            tmp_path,
+            "scripted",
+            train={"steps": 1, "prompts_per_step": 2, "mini_batch_prompts": 2},
+        )
+    )
+    trainer = Trainer(cfg, progress=False)
+    answers = {ex.question: ex.answer for ex in trainer.examples}
+    first_question = {}
+
+    def script(question, answer, sample, is_repair):
+        # The first question seen gets one correct rollout (an anchored group whose repair
+        # passes); the second gets none (rescue).
+        first_question.setdefault("q", question)
+        correct = f"<think>\nchecked\n</think>\n<answer>{answer}</answer>"
+        wrong = f"<think>\nguess {sample}\n</think>\n<answer>zzz{sample}</answer>"
+        if is_repair:
+            return f"Fixed it.\n</think>\n<answer>{answer}</answer>"
+        if question == first_question["q"] and sample == 0:
+            return correct
+        return wrong
+
+    trainer.engine = ScriptedEngine(trainer.processor, answers, script)
+    trainer.fit()
+    run = RunReader(cfg.run_dir)
+    anchored, rescued = sorted(run.groups, key=lambda g: g["rescued"])
+    assert anchored["n_correct"] == 1 and anchored["anchor_index"] == 0
+    assert anchored["k_prime"] == 3
+    assert anchored["rgr"]["triggered"] and anchored["rgr"]["passed"]
+    source = anchored["rgr"]["source_index"]
+    assert source == anchored["hard_negatives"][0]["index"]
+    # S = {anchor, repair, two failures}: rewards [1, 1, 0, 0] → ±1 z-scores, negatives × s,
+    # everything × sqrt(K/K') = sqrt(4/3).
+    scale = math.sqrt(4 / 3)
+    assert anchored["advantages"][0] == pytest.approx(scale, abs=1e-4)
+    assert anchored["rgr"]["advantage"] == pytest.approx(scale, abs=1e-4)
+    assert anchored["advantages"][source] == 0.0
+    others = [a for i, a in enumerate(anchored["advantages"]) if i not in (0, source)]
+    assert others == pytest.approx([-0.5 * scale] * 2, abs=1e-4)
+
+    assert rescued["n_correct"] == 0 and rescued["rescued"]
+    assert rescued["pseudo_anchor"] is not None and rescued["anchor_index"] is None
+    assert rescued["advantages"][rescued["pseudo_anchor"]] == pytest.approx(2.0, abs=1e-3)
+    assert rescued["rgr"]["triggered"] is False
+    step = run.steps[0]
+    assert step["rgr/triggered"] == 1 and step["rgr/passed"] == 1
+    assert step["rescue/triggered_frac"] == 0.5
+    # The passed repair's credit comes from a failure: it counts in the RGR reading only.
+    assert step["signal/failure_share_seq"] > step["signal/failure_share_seq_no_rgr"]
+
+
+def test_bad_training_row_stops_the_run_with_file_line_and_field(data_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    rows = (data_dir / "train.jsonl").read_text().splitlines()
+    broken = json.loads(rows[1])
+    broken["answer"] = ""
+    rows[1] = json.dumps(broken)
+    bad.write_text("\n".join(rows) + "\n")
+    for row in rows:
+        for image in json.loads(row)["images"]:
+            target = tmp_path / image
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(data_dir / image)
+    cfg = config_from_dict(
+        tiny_config(data_dir, tmp_path, "bad", data={"train_files": [str(bad)]})
+    )
+    with pytest.raises(DataError, match=r"bad\.jsonl.*line 2.*answer"):
+        Trainer(cfg, progress=False)
+    skipping = config_from_dict(
+        tiny_config(
+            data_dir,
+            tmp_path,
+            "skip",
+            data={"train_files": [str(bad)], "on_bad_row": "skip"},
+            train={"steps": 1},
+        )
+    )
+    run_dir = Trainer(skipping, progress=False).fit()
+    assert RunReader(run_dir).steps[0]["data/skipped_rows"] == 1
+
+
+def _records_without_time(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        out.append({k: v for k, v in record.items() if k != "time" and not k.startswith("time/")})
+    return out
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(data_dir, tmp_path):
+    base = tiny_config(data_dir, tmp_path, "straight", train={"steps": 4, "save_every": 1})
+    config_path = tmp_path / "cfg.json"
+    config_path.write_text(json.dumps(base))
+    import yaml
+
+    yaml_path = tmp_path / "cfg.yaml"
+    yaml_path.write_text(yaml.safe_dump(base))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "care.cli", "train", "-c", str(yaml_path)]
+    subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
+
+    killed = command + ["--set", "run.name=killed"]
+    process = subprocess.Popen(killed, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps_file = tmp_path / "killed" / "steps.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if steps_file.exists() and len(steps_file.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    logged = len(steps_file.read_text().splitlines())
+    assert logged < 4
+    subprocess.run(killed + ["--resume"], check=True, env=env, cwd=ROOT, capture_output=True)
+
+    straight, resumed = tmp_path / "straight", tmp_path / "killed"
+    for name in ("steps.jsonl", "groups.jsonl"):
+        assert _records_without_time(resumed / name) == _records_without_time(straight / name)
+    weights_a = load_file(straight / "checkpoints" / "step_4" / "model.safetensors")
+    weights_b = load_file(resumed / "checkpoints" / "step_4" / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    assert RunReader(resumed).meta["status"] == "finished"
+    assert len(RunReader(resumed).meta["resumes"]) == 1
