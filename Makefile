@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make test` (and, with the trainer, `make demo`).
+# Two entry points for a fresh machine: `make demo` and `make test`.
 # Each builds .venv by itself; every pip call goes through constraints.txt so the CPU torch
 # pinned there is never replaced by a multi-GB CUDA build.
 
@@ -10,7 +10,7 @@ CONSTRAINTS := constraints.txt
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP         := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) $(FIND_LINKS)
 
-.PHONY: setup test lint bench clean
+.PHONY: setup demo test lint bench clean
 
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 
 setup: $(VENV)/.installed-dev
 
+demo: setup
+	$(VENV)/bin/care demo
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -30,6 +33,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/bench_advantages.py
+	$(PY) bench/bench_step.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

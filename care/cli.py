@@ -90,6 +90,26 @@ def sft(config: ConfigPath, overrides: Overrides = None) -> None:
     typer.echo(f"checkpoint: {folder}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path("runs"),
+    fast: Annotated[bool, typer.Option(help="A seconds-long version for tests.")] = False,
+    seed: Annotated[int, typer.Option(help="Training seed (the data stay the same).")] = 0,
+) -> None:
+    """Synthetic task + tiny model: SFT warm start, then GRPO vs CARE, evaluated and compared."""
+    from care.demo import format_table, run_demo
+
+    rows = run_demo(out, fast=fast, seed=seed)
+    typer.echo("")
+    typer.echo(format_table(rows))
+    typer.echo("")
+    typer.echo("runs:")
+    for row in rows:
+        typer.echo(f"  {row.estimator:18s} {row.run_dir}")
+    typer.echo("")
+    typer.echo(f"inspect a run:  care inspect {rows[-1].run_dir}")
+
+
 @app.command("inspect")
 def inspect_run(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")],

@@ -16,7 +16,6 @@ from care.algo.grpo import grpo_advantages
 from care.metrics.signal import failure_share
 
 
-
 def one_group(
     correct: list[bool],
     *,
