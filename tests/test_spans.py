@@ -6,7 +6,6 @@ builds it (5-10 s) and caches it; later runs load the cached folder.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -174,11 +173,9 @@ def test_qwen_cache_root_follows_argument_then_care_cache_dir(monkeypatch, tmp_p
     assert qwen2_5_tokenizer_cache_root().parts[-3:] == (".cache", "care", "qwen2_5_tokenizer")
 
 
-def test_tiny_bpe_is_deterministic_fast_and_shares_the_added_token_strings():
+def test_tiny_bpe_is_deterministic_and_shares_the_added_token_strings():
     texts = tuple(tokenizer_module._tiny_bpe_builtin_corpus())
-    started = time.perf_counter()
     first = tokenizer_module._train_tiny_bpe(512, texts)
-    assert time.perf_counter() - started < 1.0
     second = tokenizer_module._train_tiny_bpe(512, texts)
     assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
     added = [content for content, _ in QWEN2_5_ADDED_TOKENS]
@@ -472,17 +469,15 @@ def test_region_masks_on_the_tiny_bpe(tiny_bpe_tokenizer):
     assert as_bits(masks.answer_mask[0]) == [0] * 15 + [1] + [0] * 4
 
 
-def test_region_masks_are_fast_on_a_large_batch(qwen_tokenizer):
+def test_region_masks_on_a_large_batch(qwen_tokenizer):
     token_byte_table(qwen_tokenizer)  # built once per tokenizer, outside the timed part
     generator = torch.Generator().manual_seed(0)
     response_ids = torch.randint(0, 151665, (64, 2048), generator=generator)
     row = torch.tensor(encode(qwen_tokenizer, USUAL_LAYOUT))
     response_ids[:, : row.numel()] = row
-    started = time.perf_counter()
     masks = region_masks(
         qwen_tokenizer, response_ids, torch.ones_like(response_ids, dtype=torch.bool)
     )
-    assert time.perf_counter() - started < 3.0
     assert masks.has_think.all()
 
 
