@@ -14,15 +14,21 @@ GPU; FSDP through an accelerate config): each process takes its share of the ste
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from contextlib import nullcontext
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from care.algo.grpo import dynamic_sampling_keep
 from care.algo.losses import kl_loss, policy_loss
@@ -94,10 +100,25 @@ class Trainer:
         self.estimator: Estimator = get_estimator(cfg.algo.estimator)
         self.care_cfg = cfg.algo.care.to_care_config()
         device = cfg.train.device
-        self.accelerator = accelerator or Accelerator(cpu=device == "cpu")
+        # "auto" on a machine without CUDA is CPU too: without cpu=True, processes started by
+        # torchrun there would not join a process group and would each train alone.
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        self.accelerator = accelerator or Accelerator(cpu=on_cpu)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not fsdp:
+            raise ValueError(
+                f"the accelerate config asks for FSDP, but with train.device={device!r} "
+                f"accelerate set up {self.accelerator.distributed_type.value} instead: accelerate "
+                "runs FSDP on GPUs only. On CPU launch with configs/accelerate/ddp_cpu_2proc.yaml"
+            )
+        if fsdp and not self.accelerator.is_fsdp2:
+            raise ValueError(
+                "accelerate config: FSDP version 1 is not supported by the trainer (rollout and "
+                "checkpoints need FSDP2's unshard and full state dicts); set fsdp_version: 2"
+            )
         self.progress = progress and self.is_main
         if cfg.train.mini_batch_prompts % self.world:
             raise ValueError(
@@ -160,7 +181,16 @@ class Trainer:
         self.start_step = 0
         if resume_from is not None:
             state = load_trainer_state(resume_from[1])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.accelerator.is_fsdp2:
+                # Saved whole (see save); each process keeps its shard of it.
+                set_optimizer_state_dict(
+                    self.model,
+                    self.optimizer.optimizer,
+                    state["optimizer"],
+                    options=StateDictOptions(full_state_dict=True),
+                )
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
             restore_rng(state["rng"])
@@ -213,15 +243,16 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         """One step of rollout → … → update; logs its records and returns the step metrics."""
         self.timer.reset()
-        with self.timer("rollout"):
-            batch, dapo_stats = self._rollout_with_filter(step)
-        with self.timer("old_logp_embed"):
-            self._old_logprobs_and_embeddings(batch, range(len(batch)))
-        with self.timer("advantage"):
-            first = self._advantages(batch) if self.estimator.uses_rgr else None
-        if self.estimator.uses_rgr and self.cfg.algo.rgr.enable:
-            with self.timer("rgr"):
-                self._rgr(batch, first, step)
+        with self._full_weights():
+            with self.timer("rollout"):
+                batch, dapo_stats = self._rollout_with_filter(step)
+            with self.timer("old_logp_embed"):
+                self._old_logprobs_and_embeddings(batch, range(len(batch)))
+            with self.timer("advantage"):
+                first = self._advantages(batch) if self.estimator.uses_rgr else None
+            if self.estimator.uses_rgr and self.cfg.algo.rgr.enable:
+                with self.timer("rgr"):
+                    self._rgr(batch, first, step)
         with self.timer("advantage"):
             result = self._advantages(batch)
             self._token_advantages(batch, result)
@@ -229,11 +260,40 @@ class Trainer:
             if self._nothing_to_learn(dapo_stats):
                 update_metrics = {"update/skipped": 1.0}
             else:
-                update_metrics = self._update(batch)
+                update_metrics = self._update(
+                    batch, rows_count=dapo_stats.get("dapo/kept_groups", 1.0) > 0
+                )
         self.engine.sync_weights(self.policy)
         with self.timer("log"):
             metrics = self._log(step, batch, result, update_metrics, dapo_stats)
         return metrics
+
+    @contextmanager
+    def _full_weights(self) -> Iterator[None]:
+        """Whole weights on every process for rollout and no-grad scoring.
+
+        Under FSDP2 the shards are gathered once here and kept through every forward: the
+        processes generate different numbers of tokens and score different numbers of rows, so
+        per-forward all-gathers would deadlock. DDP and one process hold whole weights already.
+        """
+        if not self.accelerator.is_fsdp2:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
+        for module in sharded:
+            module.unshard()
+        self.model.set_reshard_after_forward(False)
+        try:
+            yield
+        finally:
+            for module in sharded:
+                module.reshard()
+            reshard = self.accelerator.state.fsdp_plugin.reshard_after_forward
+            self.model.set_reshard_after_forward(reshard)
+            # FSDP keeps the root unsharded after forward (its default): the backward needs it.
+            self.model.set_reshard_after_forward(False, recurse=False)
 
     def _nothing_to_learn(self, dapo_stats: dict[str, float]) -> bool:
         """DAPO found no group with reward variance on any process: an update would only apply
@@ -552,18 +612,41 @@ class Trainer:
             out.append([i for i, row in enumerate(batch.rows) if row.group in chosen])
         return out
 
-    def _equal_micro_batches(self, rows: list[int]) -> list[list[int]]:
-        """Split into as many micro-batches as the busiest process needs, so every process runs
-        the same number of backward passes (DDP all-reduces on each synced backward)."""
-        size = self.cfg.train.micro_batch_rows
-        count = max(1, math.ceil(len(rows) / size))
+    def _mini_batch_plan(
+        self, per_row: dict[int, dict[str, Any]], rows: list[int]
+    ) -> tuple[float, float, int]:
+        """``(pg_denominator, kl_denominator, micro_batch_count)`` of one mini-batch spread over
+        the processes (one gather).
+
+        DDP and FSDP average gradients over processes, so each process divides its loss sums by
+        the MEAN of the processes' denominators: the average of the processes' gradients is then
+        the gradient of the whole mini-batch's mean, as one process would compute it, also when
+        the processes hold different numbers of tokens or rows. The micro-batch count is the
+        busiest process's, so every process runs the same number of passes.
+        """
+        local = [
+            self._denominator(per_row, rows, self.cfg.loss.count_zero_adv_rows),
+            self._denominator(per_row, rows, True),
+            float(math.ceil(len(rows) / self.cfg.train.micro_batch_rows)),
+        ]
+        plan = torch.tensor([local], dtype=torch.float64, device=self.accelerator.device)
         if self.world > 1:
-            counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
-            count = int(counts.max())
-        count = min(count, max(1, len(rows)))
+            plan = self.accelerator.gather(plan)
+        return float(plan[:, 0].mean()), float(plan[:, 1].mean()), int(plan[:, 2].max())
+
+    @staticmethod
+    def _equal_micro_batches(rows: list[int], count: int) -> list[list[int]]:
+        """``rows`` split into exactly ``count`` micro-batches, empty ones included: DDP
+        all-reduces on the synced backward and FSDP all-gathers in every forward, so every
+        process must run the same number of passes."""
         return [part.tolist() for part in np.array_split(np.array(rows, dtype=int), count)]
 
-    def _update(self, batch: StepBatch) -> dict[str, float]:
+    def _update(self, batch: StepBatch, *, rows_count: bool = True) -> dict[str, float]:
+        """The step's optimizer updates; returns the loss metrics of all processes' rows.
+
+        ``rows_count=False`` (DAPO kept no group on this process): the rows only keep this
+        process in step with the others and add nothing to the gradient or its denominators.
+        """
         cfg = self.cfg
         per_row = batch.per_row
         totals: dict[str, float] = {}
@@ -572,12 +655,17 @@ class Trainer:
         self.model.train()
         for _ in range(cfg.train.ppo_epochs):
             for mini in self._mini_batches(batch):
-                if not mini:
-                    continue
-                pg_denominator = self._denominator(per_row, mini, cfg.loss.count_zero_adv_rows)
-                kl_denominator = self._denominator(per_row, mini, True)
-                micro_batches = self._equal_micro_batches(mini)
+                mini = mini if rows_count else []
+                pg_denominator, kl_denominator, count = self._mini_batch_plan(per_row, mini)
+                if count == 0:
+                    continue  # no process has rows in this mini-batch: all skip it together
+                micro_batches = self._equal_micro_batches(mini, count)
                 for index, micro in enumerate(micro_batches):
+                    # A process with nothing left in this mini-batch still joins the collectives,
+                    # with a zero-weight pass over its first row.
+                    padding = not micro
+                    counted = micro
+                    micro = micro or [0]
                     policy_batch = self._collate(batch, micro)
                     device = policy_batch.response_ids.device
                     length = policy_batch.response_ids.shape[1]
@@ -612,7 +700,7 @@ class Trainer:
                             answer_mask,
                         )
                         pg_weight = self._micro_share(
-                            per_row, micro, pg_denominator, cfg.loss.count_zero_adv_rows
+                            per_row, counted, pg_denominator, cfg.loss.count_zero_adv_rows
                         )
                         loss = pg.loss * pg_weight
                         metrics = dict(pg.metrics)
@@ -628,10 +716,12 @@ class Trainer:
                                 aggregation=self.loss_cfg.aggregation,
                                 norm_length=self.loss_cfg.norm_length,
                             )
-                            kl_weight = self._micro_share(per_row, micro, kl_denominator, True)
+                            kl_weight = self._micro_share(per_row, counted, kl_denominator, True)
                             loss = loss + cfg.loss.kl_coef * kl.loss * kl_weight
                             metrics.update(kl.metrics)
                         self.accelerator.backward(loss)
+                    if padding:
+                        continue
                     tokens = float(mask.sum())
                     entropies.append((float((out.entropy * mask).sum()), tokens))
                     for key, value in metrics.items():
@@ -647,10 +737,20 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
-        metrics = {key: totals[key] / weights_seen[key] for key in totals}
-        metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         entropy_sum = sum(e for e, _ in entropies)
         entropy_tokens = sum(t for _, t in entropies)
+        if self.world > 1:
+            # The logged losses describe every process's rows, not only the main process's.
+            parts = gather_object([(totals, weights_seen, entropy_sum, entropy_tokens)])
+            totals, weights_seen, entropy_sum, entropy_tokens = {}, {}, 0.0, 0.0
+            for part_totals, part_weights, part_entropy, part_tokens in parts:
+                for key, value in part_totals.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                    weights_seen[key] = weights_seen.get(key, 0.0) + part_weights[key]
+                entropy_sum += part_entropy
+                entropy_tokens += part_tokens
+        metrics = {key: totals[key] / weights_seen[key] for key in totals}
+        metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else float("nan")
         metrics["lr"] = float(self.scheduler.get_last_lr()[0])
         return metrics
@@ -720,9 +820,20 @@ class Trainer:
     def save(self, step: int) -> Path | None:
         """Write ``checkpoints/step_<step>`` (main process) and wait for every process."""
         path = None
+        model_state = None
+        if self.accelerator.is_fsdp2:
+            # Every process takes part in gathering the shards into whole tensors on the main one.
+            model_state = self.accelerator.get_state_dict(self.model)
+            optimizer_state = get_optimizer_state_dict(
+                self.model,
+                self.optimizer.optimizer,
+                options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+            )
+        else:
+            optimizer_state = self.optimizer.state_dict()
         if self.is_main:
             state = {
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(),
                 "config": self.cfg.to_dict(),
@@ -730,12 +841,19 @@ class Trainer:
             path = save_checkpoint(
                 self.run_dir,
                 step,
-                save_model=lambda folder: save_policy(self.policy, self.processor, folder),
+                save_model=lambda folder: self._save_model(folder, model_state),
                 trainer_state=state,
                 keep=self.cfg.train.keep_checkpoints,
             )
         self.accelerator.wait_for_everyone()
         return path
+
+    def _save_model(self, folder: Path, model_state: dict[str, torch.Tensor] | None) -> None:
+        if model_state is None:
+            save_policy(self.policy, self.processor, folder)
+            return
+        self.policy.save_pretrained(str(folder), state_dict=model_state)
+        self.processor.save_pretrained(str(folder))
 
 
 # ----------------------------------------------------------------------------------------------
