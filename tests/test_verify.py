@@ -773,3 +773,25 @@ def test_time_limit_interrupts_python_work_on_main_and_worker_threads():
     with pytest.raises(ValueError, match="seconds must be a number > 0"):
         with time_limit(0):
             pass
+
+
+def test_time_limit_never_raises_inside_the_import_machinery():
+    # An exception inside importlib can leave a module lock held and hang every other thread
+    # that imports the module; the limit waits until the import is done, then fires.
+    import importlib
+    import sys
+
+    def import_fresh():
+        sys.modules.pop("colorsys", None)
+        importlib.import_module("colorsys")
+        while True:
+            sum(range(100))
+
+    def limited() -> bool:
+        with pytest.raises(TimeLimitExceeded), time_limit(1e-4):
+            import_fresh()
+        return "colorsys" in sys.modules
+
+    assert limited()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(limited).result()

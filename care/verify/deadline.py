@@ -12,6 +12,11 @@ remaining time).
 
 Neither can interrupt one long C call (a huge integer power): callers screen their input for
 that (see `care.verify.mathexpr.screen_expression`).
+
+Neither raises while the interrupted code is inside Python's import machinery: an exception
+there can skip the release of a module lock, and every other thread importing that module then
+waits forever (seen with lmms-eval's scoring threads). The check is repeated at the next event
+(profile) or re-fire (signal), so the limit is late by at most the import's remaining time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ from types import FrameType
 from typing import Any
 
 REFIRE_SECONDS = 0.05
+
+
+def _inside_import(frame: FrameType | None) -> bool:
+    """Whether any frame of the stack belongs to importlib's bootstrap (module locks live there)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class TimeLimitExceeded(BaseException):
@@ -65,8 +79,9 @@ def _signal_limit(seconds: float) -> Iterator[None]:
     armed = True
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        # The alarm can land after the block finished but before the timer is disarmed.
-        if armed:
+        # The alarm can land after the block finished but before the timer is disarmed; inside
+        # an import it waits for the next re-fire.
+        if armed and not _inside_import(frame):
             raise TimeLimitExceeded(f"time limit of {seconds} s exceeded")
 
     started = time.monotonic()
@@ -96,7 +111,7 @@ def _profile_limit(seconds: float) -> Iterator[None]:
 
     def on_event(frame: FrameType, event: str, arg: Any) -> None:
         # CPython removes a profile hook that raises, so this fires once per block.
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline and not _inside_import(frame):
             raise TimeLimitExceeded(f"time limit of {seconds} s exceeded")
 
     previous_hook = sys.getprofile()

@@ -129,6 +129,13 @@ def math_equal(predicted: str, gold: str) -> bool:
         return False
 
 
+def _warm_up() -> None:
+    """Run math-verify once at import, outside any time limit: its first call imports and builds
+    its parsers lazily, which would otherwise be charged to (and could exceed) the first
+    answer's time limit and make that verdict depend on timing."""
+    verify(_parse("\\frac{1}{2}"), _parse("0.5"), timeout_seconds=None)
+
+
 def as_math_input(text: str) -> str:
     """`text` as math-verify should read it: wrapped in ``$…$`` unless it has delimiters.
 
@@ -245,3 +252,6 @@ def _screen_factorials(text: str) -> str | None:
             return "factorial of an expression"
         position = text.find("!", position + 1)
     return None
+
+
+_warm_up()
