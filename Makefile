@@ -15,9 +15,10 @@ PIP         := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CON
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[dev]'
-	@# torchvision breaks the CPU torch build and transformers' imports; nothing here needs it.
-	@if $(PY) -m pip show --quiet torchvision 2>/dev/null; then $(PY) -m pip uninstall -y -q torchvision; fi
+	$(PIP) -e '.[dev,eval]'
+	@# lmms-eval drags in torchvision and timm; torchvision breaks the CPU torch build and
+	@# transformers' imports, and nothing here needs either.
+	$(PY) -m pip uninstall -y -q torchvision timm 2>/dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed-dev

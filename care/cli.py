@@ -110,6 +110,76 @@ def demo(
     typer.echo(f"inspect a run:  care inspect {rows[-1].run_dir}")
 
 
+@app.command("eval")
+def eval_checkpoint(
+    checkpoint: Annotated[Path, typer.Option(help="Model folder, e.g. <run>/checkpoints/step_N.")],
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated tasks or groups (care_six, care_synth, ...).")
+    ] = "care_six",
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with the benchmarks as <owner>/<name>/ (default: $CARE_DATA_ROOT)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="First N documents of each task.")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated evaluation seeds.")] = "0",
+    force: Annotated[bool, typer.Option(help="Redo benchmarks that already finished.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <run>/eval/<checkpoint-name>).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Questions decoded together.")] = 8,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Override the tasks' max_new_tokens.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Override the tasks' temperature (0 = greedy).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
+    dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16 or float32.")] = "auto",
+    csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
+) -> None:
+    """Score a checkpoint on the benchmarks through lmms-eval (offline) and print the table;
+    exits 1 when any benchmark fails, 2 on bad arguments or data."""
+    import os
+
+    from evaluation.runner import EvalError, EvalSettings, parse_seeds, run_eval
+    from evaluation.tasks import DATA_ROOT_ENV
+
+    try:
+        root = data_root or (
+            Path(os.environ[DATA_ROOT_ENV]) if os.environ.get(DATA_ROOT_ENV) else None
+        )
+        if root is None:
+            raise EvalError(
+                f"give --data-root DIR (or set {DATA_ROOT_ENV}): the folder holding the benchmarks"
+            )
+        settings = EvalSettings(
+            checkpoint=checkpoint,
+            data_root=root,
+            tasks=tuple(name.strip() for name in tasks.split(",") if name.strip()),
+            seeds=parse_seeds(seeds),
+            limit=limit,
+            out_dir=out,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            device=device,
+            dtype=dtype,
+            force=force,
+        )
+        report = run_eval(settings, echo=lambda line: typer.echo(line, err=True))
+    except EvalError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(report.csv() if csv and report.table is not None else report.markdown())
+    typer.echo(f"results: {report.out_dir}", err=True)
+    if not report.ok:
+        for benchmark, reason in report.failures.items():
+            typer.echo(f"failed: {benchmark}: {reason}", err=True)
+        raise typer.Exit(code=1)
+
+
 @app.command("inspect")
 def inspect_run(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")],
@@ -133,6 +203,69 @@ def inspect_run(
         typer.echo(f"warning: {warning}", err=True)
     if run.warnings:
         raise typer.Exit(code=2)
+
+
+@app.command()
+def dashboard(
+    runs: Annotated[Path, typer.Option(help="Folder holding the run folders.")] = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    address: Annotated[
+        str, typer.Option(help="Interface to bind; the default keeps it on this machine.")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the analysis dashboard (Streamlit) over the runs under --runs."""
+    import os
+    import sys
+
+    if not 1 <= port <= 65535:
+        typer.echo(f"error: --port must be in 1..65535, got {port}", err=True)
+        raise typer.Exit(code=2)
+    if not runs.is_dir():
+        typer.echo(f"error: --runs {runs} is not a folder", err=True)
+        raise typer.Exit(code=2)
+    entry = Path(__file__).resolve().parents[1] / "analysis_app" / "app.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(entry),
+        "--server.address", address,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        # The app draws its own page links (they carry the URL's view state).
+        "--client.showSidebarNavigation", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "CARE_RUNS_DIR": str(runs.resolve())}
+    typer.echo(f"dashboard over {runs.resolve()} at http://{address}:{port}")
+    # Become the server (no child process): a stop signal reaches Streamlit itself and no
+    # orphaned server survives this command.
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)
+
+
+@app.command("export")
+def export_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders to export.")],
+    out: Annotated[Path, typer.Option(help="Folder for the tables and figures.")],
+    smoothing: Annotated[float, typer.Option(help="EMA weight of the curves, in [0, 1).")] = 0.6,
+    engine: Annotated[
+        str,
+        typer.Option(help="Figure engine: auto (kaleido, else matplotlib), kaleido, matplotlib."),
+    ] = "auto",
+) -> None:
+    """Write the runs' tables (LaTeX, CSV, Markdown) and figures (PNG, PDF, SVG) to --out."""
+    from analysis_app.export import export_runs
+
+    try:
+        report = export_runs(run_dirs, out, smoothing=smoothing, engine=engine)  # type: ignore[arg-type]
+    except (ValueError, RuntimeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    for notice in report.notices:
+        typer.echo(f"note: {notice}")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {len(report.files)} files to {out} (figures: {report.figure_engine})")
+    for path in report.files:
+        typer.echo(f"  {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

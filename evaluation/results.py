@@ -1,0 +1,194 @@
+"""The results table: accuracy per benchmark and the macro average, mean ± std over seeds.
+
+A benchmark's result is its accuracy under each evaluation seed (`BenchmarkResult`). The table
+shows, per benchmark, the mean over seeds ± the sample standard deviation (``ddof=1``; none
+with a single seed), in percent. The macro average is computed per seed (the mean of the
+benchmarks' accuracies under that seed, as the paper's "avg" column) and then summarised the
+same way, so its ± is the seed-to-seed spread of the macro average itself; it needs every
+benchmark to have the same seeds.
+
+    >>> table = build_table([
+    ...     BenchmarkResult("care_mmmu", {0: 0.50, 1: 0.60}, n=10),
+    ...     BenchmarkResult("care_synth", {0: 0.25, 1: 0.35}, n=20),
+    ... ])
+    >>> print(to_markdown(table))
+    | benchmark | n | seeds | accuracy (%) |
+    |---|---:|---:|---:|
+    | care_mmmu | 10 | 2 | 55.00 ± 7.07 |
+    | care_synth | 20 | 2 | 30.00 ± 7.07 |
+    | macro average | 30 | 2 | 42.50 ± 7.07 |
+
+`load_results` reads the ``<task>.json`` summaries `evaluation.runner` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MACRO_LABEL = "macro average"
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """One benchmark's accuracy (a fraction in [0, 1]) under each evaluation seed.
+
+    Example: ``BenchmarkResult("care_mathvista", {0: 0.687, 1: 0.691}, n=1000)``.
+    """
+
+    task: str
+    accuracy_by_seed: Mapping[int, float]
+    n: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"task must be a non-empty string, got {self.task!r}")
+        if not self.accuracy_by_seed:
+            raise ValueError(f"{self.task}: accuracy_by_seed must hold at least one seed")
+        for seed, accuracy in self.accuracy_by_seed.items():
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ValueError(f"{self.task}: seeds must be ints, got {seed!r}")
+            if (
+                isinstance(accuracy, bool)
+                or not isinstance(accuracy, int | float)
+                or not 0.0 <= accuracy <= 1.0
+            ):
+                raise ValueError(
+                    f"{self.task}: accuracy of seed {seed} must be a fraction in [0, 1], got "
+                    f"{accuracy!r}"
+                )
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int)):
+            raise ValueError(f"{self.task}: n must be an int or None, got {self.n!r}")
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One line of the table: mean and std over seeds, as fractions (std None for one seed)."""
+
+    label: str
+    n: int | None
+    seeds: tuple[int, ...]
+    mean: float
+    std: float | None
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """Per-benchmark rows in the order given, then the macro-average row (None when the
+    benchmarks were not evaluated under the same seeds)."""
+
+    rows: tuple[TableRow, ...]
+    macro: TableRow | None
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``ddof=1``); the std is None for a single value.
+
+    Example: ``mean_std([0.5, 0.6])`` → ``(0.55, 0.0707…)``; ``mean_std([0.4])`` → ``(0.4, None)``.
+    """
+    if not values:
+        raise ValueError("values must hold at least one number")
+    mean = math.fsum(values) / len(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std
+
+
+def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
+    """The table of `results` (see the module docstring for the macro average).
+
+    Example: two benchmarks at {0: 0.5, 1: 0.6} and {0: 0.25, 1: 0.35} → macro mean 0.425,
+    std 0.0707 (per-seed macros 0.375 and 0.475).
+    """
+    if not results:
+        raise ValueError("results must hold at least one benchmark")
+    names = [result.task for result in results]
+    if len(set(names)) != len(names):
+        raise ValueError(f"results name a benchmark twice: {names}")
+    rows = []
+    for result in results:
+        seeds = tuple(sorted(result.accuracy_by_seed))
+        mean, std = mean_std([result.accuracy_by_seed[seed] for seed in seeds])
+        rows.append(TableRow(result.task, result.n, seeds, mean, std))
+    seed_sets = {row.seeds for row in rows}
+    macro = None
+    if len(seed_sets) == 1:
+        seeds = rows[0].seeds
+        macro_by_seed = [
+            math.fsum(result.accuracy_by_seed[seed] for result in results) / len(results)
+            for seed in seeds
+        ]
+        mean, std = mean_std(macro_by_seed)
+        sizes = [row.n for row in rows]
+        total = None if any(size is None for size in sizes) else sum(sizes)  # type: ignore[misc]
+        macro = TableRow(MACRO_LABEL, total, seeds, mean, std)
+    return ResultsTable(tuple(rows), macro)
+
+
+def format_percent(mean: float, std: float | None, digits: int = 2) -> str:
+    """``"74.70 ± 0.35"`` for (0.747, 0.0035); ``"74.70"`` when std is None."""
+    text = f"{100 * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {100 * std:.{digits}f}"
+
+
+def to_markdown(table: ResultsTable, failed: Sequence[str] = ()) -> str:
+    """A Markdown table (accuracy in percent); `failed` benchmarks get a line saying so."""
+    lines = ["| benchmark | n | seeds | accuracy (%) |", "|---|---:|---:|---:|"]
+    for row in (*table.rows, *([table.macro] if table.macro else [])):
+        n = "" if row.n is None else str(row.n)
+        lines.append(
+            f"| {row.label} | {n} | {len(row.seeds)} | {format_percent(row.mean, row.std)} |"
+        )
+    for task in failed:
+        lines.append(f"| {task} | | | failed |")
+    return "\n".join(lines)
+
+
+def to_csv(table: ResultsTable) -> str:
+    """CSV with one line per benchmark and the macro line: percent, 4 decimals; empty std for
+    a single seed. Columns: benchmark, n, seeds, accuracy_mean, accuracy_std."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"])
+    for row in (*table.rows, *([table.macro] if table.macro else [])):
+        writer.writerow(
+            [
+                row.label,
+                "" if row.n is None else row.n,
+                " ".join(str(seed) for seed in row.seeds),
+                f"{100 * row.mean:.4f}",
+                "" if row.std is None else f"{100 * row.std:.4f}",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def load_results(out_dir: str | Path, tasks: Sequence[str]) -> list[BenchmarkResult]:
+    """The `BenchmarkResult` of each task that has an ``<out_dir>/<task>.json`` summary.
+
+    Tasks without one are left out; a summary without ``per_seed`` accuracies is a ValueError
+    naming the file.
+    """
+    folder = Path(out_dir)
+    results = []
+    for task in tasks:
+        path = folder / f"{task}.json"
+        if not path.is_file():
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            per_seed = summary["per_seed"]
+            accuracy_by_seed = {
+                int(seed): float(entry["accuracy"]) for seed, entry in per_seed.items()
+            }
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"{path}: not an evaluation summary with per_seed accuracies ({error})"
+            ) from error
+        results.append(BenchmarkResult(task, accuracy_by_seed, summary.get("n")))
+    return results
