@@ -1,0 +1,290 @@
+"""`care export RUN... --out DIR`: the dashboard's tables and figures as files for a paper.
+
+Tables go out as LaTeX (booktabs, best value bold), CSV and Markdown; figures as PNG, PDF and SVG.
+Figures are rendered by kaleido, which drives a Chrome/Chromium binary (Debian's ``chromium``
+works offline). Without a browser, or when kaleido fails, the same plotly figures are redrawn
+with matplotlib and the report says so — never a silent change of look.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from analysis_app import data, figures, tables
+from care.runlog import RunLogError
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+FIGURE_WIDTH = 900
+FIGURE_HEIGHT = 450
+PNG_SCALE = 2
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+Engine = Literal["auto", "kaleido", "matplotlib"]
+
+
+@dataclass
+class ExportReport:
+    """What `export_runs` wrote: files, the figure engine used, notices for the user."""
+
+    files: list[Path] = field(default_factory=list)
+    figure_engine: str = ""
+    notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_browser() -> str | None:
+    """The Chrome/Chromium kaleido can drive: ``$BROWSER_PATH`` if it exists, else the first of
+    `BROWSER_NAMES` on PATH; None when there is none."""
+    configured = os.environ.get("BROWSER_PATH")
+    if configured and Path(configured).is_file():
+        return configured
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _write_with_kaleido(
+    named: dict[str, go.Figure], out_dir: Path, formats: Sequence[str], browser: str
+) -> list[Path]:
+    import plotly.io as pio
+
+    # kaleido (choreographer) honours BROWSER_PATH; set it so it never tries to download Chrome.
+    os.environ.setdefault("BROWSER_PATH", browser)
+    batch_figures, paths, scales = [], [], []
+    for name, figure in named.items():
+        for extension in formats:
+            batch_figures.append(figure)
+            paths.append(out_dir / f"{name}.{extension}")
+            scales.append(PNG_SCALE if extension == "png" else 1)
+    pio.write_images(batch_figures, paths, scale=scales, width=FIGURE_WIDTH, height=FIGURE_HEIGHT)
+    return paths
+
+
+def _write_with_matplotlib(
+    named: dict[str, go.Figure], out_dir: Path, formats: Sequence[str]
+) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, figure in named.items():
+        mpl_figure = figures.to_matplotlib(figure)
+        try:
+            for extension in formats:
+                path = out_dir / f"{name}.{extension}"
+                mpl_figure.savefig(path, format=extension, dpi=200 if extension == "png" else None)
+                paths.append(path)
+        finally:
+            plt.close(mpl_figure)
+    return paths
+
+
+def write_figures(
+    named: dict[str, go.Figure],
+    out_dir: Path,
+    *,
+    formats: Sequence[str] = FIGURE_FORMATS,
+    engine: Engine = "auto",
+) -> tuple[list[Path], str, list[str]]:
+    """Write each figure as ``<out_dir>/<name>.<format>``.
+
+    engine "auto": kaleido when a browser is found, else matplotlib; a kaleido failure falls
+    back to matplotlib too. "kaleido" fails loudly instead of falling back.
+
+    Returns:
+        (paths written, engine used, notices to print).
+    """
+    unknown = [f for f in formats if f not in FIGURE_FORMATS]
+    if unknown:
+        raise ValueError(f"formats: {unknown} not supported; choose from {FIGURE_FORMATS}")
+    if engine not in ("auto", "kaleido", "matplotlib"):
+        raise ValueError(f"engine must be 'auto', 'kaleido' or 'matplotlib', got {engine!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not named:
+        return [], "none", []
+    notices: list[str] = []
+    if engine in ("auto", "kaleido"):
+        browser = find_browser()
+        if browser is None:
+            message = (
+                "no Chrome/Chromium found for kaleido (install Debian's chromium: "
+                "apt-get install -y chromium); figures drawn with matplotlib instead"
+            )
+            if engine == "kaleido":
+                raise RuntimeError(message)
+            notices.append(message)
+        else:
+            try:
+                return _write_with_kaleido(named, out_dir, formats, browser), "kaleido", notices
+            except Exception as error:  # kaleido raises many types (browser crash, timeout).
+                if engine == "kaleido":
+                    raise
+                notices.append(
+                    f"kaleido could not render with {browser} ({type(error).__name__}: {error}); "
+                    "figures drawn with matplotlib instead"
+                )
+    return _write_with_matplotlib(named, out_dir, formats), "matplotlib", notices
+
+
+def _write_table(
+    frame: pd.DataFrame,
+    out_dir: Path,
+    name: str,
+    caption: str,
+    digits: int = 3,
+    best: dict[str, tables.Direction] | None = None,
+    marks: pd.DataFrame | None = None,
+) -> list[Path]:
+    paths = [out_dir / f"{name}.tex", out_dir / f"{name}.csv", out_dir / f"{name}.md"]
+    latex = tables.to_latex(
+        frame, best, digits=digits, caption=caption, label=f"tab:{name}", marks=marks
+    )
+    paths[0].write_text(latex, encoding="utf-8")
+    paths[1].write_text(tables.to_csv(frame), encoding="utf-8")
+    markdown = tables.to_markdown(frame, best, digits=digits, marks=marks)
+    paths[2].write_text(markdown, encoding="utf-8")
+    return paths
+
+
+def run_labels(run_dirs: Sequence[Path]) -> dict[str, Path]:
+    """Short unique labels for run folders: the folder name, with parents added on a clash.
+
+    Example: [a/x, b/x, c/y] -> {"a/x": ..., "b/x": ..., "y": ...}.
+    """
+    resolved = [Path(p).resolve() for p in run_dirs]
+    depth = {path: 1 for path in resolved}
+    while True:
+        labels = {path: "/".join(path.parts[-depth[path] :]) for path in resolved}
+        counts: dict[str, int] = {}
+        for label in labels.values():
+            counts[label] = counts.get(label, 0) + 1
+        clashing = [p for p in resolved if counts[labels[p]] > 1 and depth[p] < len(p.parts)]
+        if not clashing:
+            return {labels[path]: path for path in resolved}
+        for path in clashing:
+            depth[path] += 1
+
+
+def export_runs(
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    *,
+    smoothing: float = 0.6,
+    engine: Engine = "auto",
+    formats: Sequence[str] = FIGURE_FORMATS,
+    paper_reference: Path | None = None,
+) -> ExportReport:
+    """Write every table and figure of the given runs into `out_dir`.
+
+    Tables: signal_summary, smoothness, compare (two or more runs), evaluation and
+    evaluation_delta (runs with evaluation results). Figures: failure_share, group_types,
+    rescue_rgr, variance_ratio (when logged), accuracy and reward (raw faint under the EMA),
+    eval_accuracy (when evaluated).
+
+    Raises:
+        ValueError: no runs given, or a path that is no run folder (named).
+    """
+    if not run_dirs:
+        raise ValueError("run_dirs: give at least one run folder")
+    for path in run_dirs:
+        if not Path(path).is_dir() or not (
+            (Path(path) / "meta.json").is_file() or (Path(path) / "steps.jsonl").is_file()
+        ):
+            raise ValueError(f"run {path}: not a run folder (no meta.json or steps.jsonl)")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = ExportReport()
+    runs = run_labels(run_dirs)
+    try:
+        steps, warnings = data.steps_of_runs(runs)
+        evaluation, eval_warnings = data.eval_of_runs(runs)
+    except RunLogError as error:
+        raise ValueError(str(error)) from error
+    report.warnings.extend(warnings + eval_warnings)
+    try:
+        paper: data.PaperReference | None = data.load_paper_reference(paper_reference)
+    except ValueError as error:
+        paper = None
+        report.notices.append(f"paper reference not loaded ({error}); evaluation tables without it")
+
+    report.files += _write_table(
+        tables.signal_summary_table(steps),
+        out_dir,
+        "signal_summary",
+        "Learning-signal metrics, mean over training steps",
+    )
+    report.files += _write_table(
+        tables.smoothness_table(steps),
+        out_dir,
+        "smoothness",
+        "Training smoothness (lower is smoother)",
+        digits=4,
+    )
+    if len(runs) > 1:
+        compare = tables.compare_table(
+            steps, ["acc/mean", "reward/mean", "signal/failure_share_seq"], smoothing=smoothing
+        ).set_index(["metric", "run"])
+        compare.index = [f"{metric} · {run}" for metric, run in compare.index]
+        compare.index.name = "metric · run"
+        report.files += _write_table(compare, out_dir, "compare", "Runs compared", digits=4)
+    if len(evaluation):
+        table = tables.eval_table(evaluation, paper)
+        report.files += _write_table(
+            table,
+            out_dir,
+            "evaluation",
+            "Accuracy (%) per benchmark and macro average",
+            digits=2,
+            marks=tables.eval_best_cells(table),
+        )
+        if paper is not None:
+            estimator = data.estimator_of(
+                data.load_config(next(iter(runs.values()))),
+                data.load_steps(next(iter(runs.values()))),
+            )
+            reference = tables.default_paper_row(paper, estimator)
+            delta = tables.eval_delta_table(table, reference)
+            if delta.shape[1]:
+                report.files += _write_table(
+                    delta,
+                    out_dir,
+                    "evaluation_delta",
+                    f"Difference to {reference} (points)",
+                    digits=2,
+                )
+
+    named = {
+        name: figure
+        for name, figure in figures.signal_figures(steps, smoothing).items()
+        if figures.has_metrics(steps, _FIGURE_METRICS[name])
+    }
+    for metric, name in (("acc/mean", "accuracy"), ("reward/mean", "reward")):
+        if figures.has_metrics(steps, [metric]):
+            named[name] = figures.smoothed_metric_figure(steps, metric, smoothing)
+    if len(evaluation):
+        macros = tables.checkpoint_macros(evaluation, paper)
+        named["eval_accuracy"] = figures.eval_accuracy_figure(evaluation, macros)
+    paths, engine_used, notices = write_figures(named, out_dir, formats=formats, engine=engine)
+    report.files += paths
+    report.figure_engine = engine_used
+    report.notices += notices
+    return report
+
+
+_FIGURE_METRICS = {
+    "failure_share": figures.FAILURE_SHARE_METRICS,
+    "group_types": figures.GROUP_TYPE_METRICS,
+    "rescue_rgr": figures.RESCUE_RGR_METRICS,
+    "variance_ratio": figures.VARIANCE_RATIO_METRICS,
+}

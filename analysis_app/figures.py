@@ -1,0 +1,495 @@
+"""Figure builders: a data frame in, a plotly figure out — the same object in the app and the paper.
+
+Step frames are "wide": one row per (run, step) with columns ``run``, ``step`` and one column per
+metric (as `analysis_app.data.steps_of_runs` returns). Each builder draws every run that has the
+metric; colour says which run, line dash says which metric. Long curves are thinned for drawing
+by keeping each bucket's lowest and highest point, so spikes stay visible (smoothing is computed
+on the full series first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from care.metrics.smoothness import debiased_ema
+
+MAX_POINTS = 2000
+"""Points drawn per curve; more are thinned by `decimate` (the data are not changed)."""
+
+RUN_COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+)
+METRIC_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+RAW_OPACITY = 0.25
+
+METRIC_LABELS = {
+    "signal/failure_share_seq": "failure share (seq)",
+    "signal/failure_share_seq_no_rgr": "failure share (seq, without RGR repairs)",
+    "signal/failure_share_token": "failure share (token)",
+    "signal/failure_share_token_no_rgr": "failure share (token, without RGR repairs)",
+    "groups/all_correct_frac": "all correct",
+    "groups/all_wrong_frac": "all wrong",
+    "groups/mixed_frac": "mixed",
+    "groups/with_signal_frac": "with signal",
+    "rescue/triggered_frac": "rescue rate",
+    "rescue/impossible_frac": "rescue impossible",
+    "rgr/pass_rate": "RGR pass rate",
+    "rgr/triggered": "RGR repairs",
+    "rgr/passed": "RGR repairs passed",
+    "adv/var_ratio_neg_pos": "Var(A<0) / Var(A>0)",
+    "acc/mean": "training accuracy",
+    "reward/mean": "reward",
+    "grad_norm": "grad norm",
+    "loss/kl": "KL",
+}
+
+FAILURE_SHARE_METRICS = (
+    "signal/failure_share_seq",
+    "signal/failure_share_seq_no_rgr",
+    "signal/failure_share_token",
+    "signal/failure_share_token_no_rgr",
+)
+GROUP_TYPE_METRICS = (
+    "groups/all_correct_frac",
+    "groups/all_wrong_frac",
+    "groups/mixed_frac",
+    "groups/with_signal_frac",
+)
+RESCUE_RGR_METRICS = ("rescue/triggered_frac", "rescue/impossible_frac", "rgr/pass_rate")
+VARIANCE_RATIO_METRICS = ("adv/var_ratio_neg_pos",)
+
+BOUNDED_METRICS = frozenset(
+    {
+        *FAILURE_SHARE_METRICS,
+        *GROUP_TYPE_METRICS,
+        *RESCUE_RGR_METRICS,
+        "acc/mean",
+        "format/mean",
+    }
+)
+"""Metrics that are fractions: their axis is fixed to [0, 1] so runs and pages compare by eye."""
+UNIT_RANGE = (-0.02, 1.02)
+
+ROLE_COLOURS = {
+    "anchor": "#2ca02c",
+    "pseudo-anchor": "#ff7f0e",
+    "hard negative": "#d62728",
+    "correct": "#98df8a",
+    "wrong": "#c7c7c7",
+    "RGR repair": "#9467bd",
+}
+
+
+def metric_label(metric: str) -> str:
+    """Readable name of a logged metric key (the key itself when it has none)."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def decimate(
+    x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most about `max_points` of the finite points, keeping each bucket's min and max.
+
+    NaN points are dropped first (the curves connect over missing steps, as the smoothness
+    metrics do). The points are split into ``max_points // 2`` equal buckets of consecutive
+    steps; from each the lowest and the highest point are kept, in step order.
+
+    Args:
+        x: [T] steps; y: [T] values.
+
+    Example: 10 points, max_points = 4 -> buckets [0..4] and [5..9], their min and max: 4 points.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(y)
+    x, y = x[finite], y[finite]
+    size = y.size
+    if size <= max_points:
+        return x, y
+    buckets = max_points // 2
+    width = math.ceil(size / buckets)
+    padded = np.full(buckets * width, np.nan)
+    padded[:size] = y
+    table = padded.reshape(buckets, width)
+    lowest = np.argmin(np.where(np.isnan(table), np.inf, table), axis=1)
+    highest = np.argmax(np.where(np.isnan(table), -np.inf, table), axis=1)
+    starts = np.arange(buckets) * width
+    keep = np.unique(np.concatenate([starts + lowest, starts + highest]))
+    keep = keep[keep < size]
+    return x[keep], y[keep]
+
+
+def _runs_in(frame: pd.DataFrame) -> list[str]:
+    if "run" not in frame.columns:
+        raise ValueError("frame needs a 'run' column (use analysis_app.data.steps_of_runs)")
+    return list(dict.fromkeys(frame["run"].tolist()))
+
+
+def _series(frame: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=np.float64)
+    return frame["step"].to_numpy(), values
+
+
+def _empty_figure(title: str, message: str) -> go.Figure:
+    figure = go.Figure()
+    figure.update_layout(title=title, template="plotly_white", height=360)
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def has_metrics(frame: pd.DataFrame, metrics: Sequence[str]) -> bool:
+    """True when any of `metrics` has a finite value in `frame`."""
+    for metric in metrics:
+        if metric in frame.columns and pd.to_numeric(frame[metric], errors="coerce").notna().any():
+            return True
+    return False
+
+
+def line_figure(
+    frame: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    title: str,
+    y_title: str,
+    smoothing: float = 0.0,
+    show_raw: bool | None = None,
+    max_points: int = MAX_POINTS,
+    y_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Curves of `metrics` over steps for every run in `frame`.
+
+    With ``smoothing > 0`` (or ``show_raw=True``) the raw curve is drawn faintly under the
+    debiased-EMA curve (`care.metrics.smoothness.debiased_ema`); with 0 only the raw curve is
+    drawn, solid. A run without a metric (e.g. no RGR in a GRPO run) simply has no trace.
+
+    Args:
+        frame: [rows] with columns run, step and the metrics.
+        metrics: metric columns to draw, in legend order.
+        smoothing: EMA weight in [0, 1).
+
+    Example: ``line_figure(steps, ["acc/mean"], title="Accuracy", y_title="acc", smoothing=0.6)``
+    -> for two runs, 4 traces: raw and smoothed per run.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    runs = _runs_in(frame)
+    draw_raw_faint = smoothing > 0.0 if show_raw is None else show_raw
+    several_runs = len(runs) > 1
+    figure = go.Figure()
+    for run_position, run in enumerate(runs):
+        colour = RUN_COLOURS[run_position % len(RUN_COLOURS)]
+        run_rows = frame[frame["run"] == run]
+        for metric_position, metric in enumerate(metrics):
+            if metric not in run_rows.columns:
+                continue
+            steps, values = _series(run_rows, metric)
+            if not np.isfinite(values).any():
+                continue
+            label = metric_label(metric)
+            name = f"{run} · {label}" if several_runs else label
+            dash = METRIC_DASHES[metric_position % len(METRIC_DASHES)]
+            group = f"{run}|{metric}"
+            if draw_raw_faint:
+                raw_x, raw_y = decimate(steps, values, max_points)
+                figure.add_trace(
+                    go.Scatter(
+                        x=raw_x,
+                        y=raw_y,
+                        mode="lines",
+                        name=f"{name} (raw)",
+                        legendgroup=group,
+                        showlegend=False,
+                        opacity=RAW_OPACITY,
+                        line={"color": colour, "width": 1, "dash": dash},
+                        hovertemplate=f"{name} raw<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+                    )
+                )
+            shown = debiased_ema(values, smoothing) if smoothing > 0.0 else values
+            line_x, line_y = decimate(steps, shown, max_points)
+            figure.add_trace(
+                go.Scatter(
+                    x=line_x,
+                    y=line_y,
+                    mode="lines",
+                    name=name,
+                    legendgroup=group,
+                    line={"color": colour, "width": 2, "dash": dash},
+                    connectgaps=True,
+                    hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+                )
+            )
+    if not figure.data:
+        wanted = ", ".join(metrics)
+        return _empty_figure(title, f"no logged values of {wanted}")
+    subtitle = f"EMA smoothing {smoothing:.2f}, raw curve faint" if draw_raw_faint else "raw"
+    figure.update_layout(
+        title={"text": f"{title}<br><sup>{subtitle}</sup>"},
+        template="plotly_white",
+        height=380,
+        margin={"l": 60, "r": 20, "t": 70, "b": 50},
+        legend={"orientation": "v", "yanchor": "top", "y": 1.0, "x": 1.02, "font": {"size": 11}},
+        hovermode="closest",
+    )
+    _integer_step_axis(figure, frame["step"])
+    figure.update_yaxes(title_text=y_title)
+    if y_range is None and set(metrics) <= BOUNDED_METRICS:
+        y_range = UNIT_RANGE
+    if y_range is not None:
+        figure.update_yaxes(range=list(y_range))
+    return figure
+
+
+def _integer_step_axis(figure: go.Figure, steps: pd.Series, title: str = "step") -> None:
+    """Steps are integers: on a short run, tick every step instead of at 1.5, 2.5, ..."""
+    figure.update_xaxes(title_text=title)
+    finite = pd.to_numeric(steps, errors="coerce").dropna()
+    if len(finite) and finite.max() - finite.min() <= 12:
+        figure.update_xaxes(dtick=1)
+
+
+def failure_share_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
+    """Failure-signal share, sequence and token level, with and without RGR repairs."""
+    return line_figure(
+        frame,
+        FAILURE_SHARE_METRICS,
+        title="Failure-signal share of the advantage magnitude",
+        y_title="share",
+        smoothing=smoothing,
+    )
+
+
+def group_types_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
+    """Fractions of all-correct, all-wrong, mixed and signal-bearing groups per step."""
+    return line_figure(
+        frame,
+        GROUP_TYPE_METRICS,
+        title="Prompt groups by type",
+        y_title="fraction of groups",
+        smoothing=smoothing,
+    )
+
+
+def rescue_rgr_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
+    """Rescue rate, rescue-impossible rate and RGR pass rate per step."""
+    return line_figure(
+        frame,
+        RESCUE_RGR_METRICS,
+        title="All-negative rescue and RGR",
+        y_title="rate",
+        smoothing=smoothing,
+    )
+
+
+def variance_ratio_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
+    """Var(A over negatives) / Var(A over positives) per step (NaN steps are skipped)."""
+    return line_figure(
+        frame,
+        VARIANCE_RATIO_METRICS,
+        title="Advantage variance ratio, negatives over positives",
+        y_title="ratio",
+        smoothing=smoothing,
+    )
+
+
+def smoothed_metric_figure(frame: pd.DataFrame, metric: str, smoothing: float) -> go.Figure:
+    """One metric per run: the raw curve faint under its debiased EMA (always both)."""
+    return line_figure(
+        frame,
+        [metric],
+        title=metric_label(metric),
+        y_title=metric,
+        smoothing=smoothing,
+        show_raw=True,
+    )
+
+
+def signal_figures(frame: pd.DataFrame, smoothing: float = 0.0) -> dict[str, go.Figure]:
+    """The Training-signal page's four figures, by export file name."""
+    return {
+        "failure_share": failure_share_figure(frame, smoothing),
+        "group_types": group_types_figure(frame, smoothing),
+        "rescue_rgr": rescue_rgr_figure(frame, smoothing),
+        "variance_ratio": variance_ratio_figure(frame, smoothing),
+    }
+
+
+def eval_accuracy_figure(eval_frame: pd.DataFrame, macros: pd.DataFrame | None = None) -> go.Figure:
+    """Accuracy (%) per checkpoint step: one line per (run, task), the macro average dashed.
+
+    Args:
+        eval_frame: columns run, checkpoint_step, task, accuracy (fraction).
+        macros: optional columns run, checkpoint_step, macro (fraction).
+    """
+    title = "Evaluation accuracy per checkpoint"
+    if eval_frame.empty:
+        return _empty_figure(title, "no evaluation results")
+    runs = list(dict.fromkeys(eval_frame["run"].tolist()))
+    tasks = list(dict.fromkeys(eval_frame["task"].tolist()))
+    figure = go.Figure()
+    for run_position, run in enumerate(runs):
+        colour = RUN_COLOURS[run_position % len(RUN_COLOURS)]
+        for task_position, task in enumerate(tasks):
+            rows = eval_frame[(eval_frame["run"] == run) & (eval_frame["task"] == task)]
+            rows = rows.sort_values("checkpoint_step")
+            if rows.empty:
+                continue
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["checkpoint_step"],
+                    y=100.0 * rows["accuracy"],
+                    mode="lines+markers",
+                    name=f"{run} · {task}",
+                    line={
+                        "color": colour,
+                        "dash": METRIC_DASHES[(task_position + 1) % len(METRIC_DASHES)],
+                    },
+                    marker={"size": 8},
+                )
+            )
+        if macros is not None and len(tasks) > 1:
+            rows = macros[macros["run"] == run].sort_values("checkpoint_step")
+            if len(rows):
+                figure.add_trace(
+                    go.Scatter(
+                        x=rows["checkpoint_step"],
+                        y=100.0 * rows["macro"],
+                        mode="lines+markers",
+                        name=f"{run} · macro average",
+                        line={"color": colour, "width": 4},
+                        marker={"size": 10, "symbol": "diamond"},
+                    )
+                )
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        height=380,
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "v", "yanchor": "top", "y": 1.0, "x": 1.02, "font": {"size": 11}},
+    )
+    _integer_step_axis(figure, eval_frame["checkpoint_step"], "checkpoint step")
+    figure.update_yaxes(title_text="accuracy (%)", range=[-2, 102])
+    return figure
+
+
+def group_advantages_figure(
+    rollouts: pd.DataFrame, title: str = "Advantages in the group"
+) -> go.Figure:
+    """Bar per rollout of its advantage, coloured by its role in the group.
+
+    Args:
+        rollouts: columns rollout (int), role (str), advantage (float), as
+            `analysis_app.tables.group_rollouts_table` returns.
+    """
+    if rollouts.empty:
+        return _empty_figure(title, "no rollouts")
+    figure = go.Figure()
+    for role, rows in rollouts.groupby("role", sort=False):
+        base_role = str(role).split(" (")[0]
+        base_role = "hard negative" if base_role.startswith("hard negative") else base_role
+        figure.add_trace(
+            go.Bar(
+                x=[f"#{int(r)}" for r in rows["rollout"]],
+                y=rows["advantage"],
+                name=str(role),
+                marker={"color": ROLE_COLOURS.get(base_role, "#7f7f7f")},
+            )
+        )
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        height=300,
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
+        barmode="overlay",
+    )
+    figure.update_xaxes(title_text="rollout", categoryorder="category ascending")
+    figure.update_yaxes(title_text="advantage", zeroline=True)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# matplotlib fallback (no browser for kaleido)
+
+_MATPLOTLIB_DASHES = {
+    "solid": "-",
+    "dash": "--",
+    "dot": ":",
+    "dashdot": "-.",
+    "longdash": (0, (8, 3)),
+    "longdashdot": (0, (8, 3, 2, 3)),
+}
+
+
+def _plain_title(text: Any) -> str:
+    if not text:
+        return ""
+    return str(text).replace("<br>", "\n").replace("<sup>", "").replace("</sup>", "")
+
+
+def to_matplotlib(figure: go.Figure) -> Any:
+    """Redraw a figure from these builders with matplotlib (Agg): lines, markers and bars.
+
+    Used when no Chrome/Chromium is installed for kaleido. Reads the plotly traces, so the
+    exported figure shows the same data as the dashboard.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    mpl_figure, axes = plt.subplots(figsize=(8.0, 4.5), dpi=100)
+    for trace in figure.data:
+        x = list(trace.x) if trace.x is not None else []
+        y = [math.nan if v is None else v for v in (trace.y if trace.y is not None else [])]
+        label = trace.name if trace.showlegend is not False else None
+        if trace.type == "bar":
+            colour = trace.marker.color if trace.marker is not None else None
+            axes.bar([str(v) for v in x], y, color=colour, label=label)
+            continue
+        line = trace.line
+        colour = line.color if line is not None else None
+        dash = _MATPLOTLIB_DASHES.get((line.dash if line is not None else None) or "solid", "-")
+        width = (line.width if line is not None and line.width else 1.5) * 0.8
+        marker = "o" if trace.mode and "markers" in trace.mode else None
+        alpha = trace.opacity if trace.opacity is not None else 1.0
+        axes.plot(
+            x,
+            y,
+            color=colour,
+            linestyle=dash,
+            linewidth=width,
+            marker=marker,
+            alpha=alpha,
+            label=label,
+        )
+    for annotation in figure.layout.annotations or ():
+        axes.text(0.5, 0.5, annotation.text, ha="center", va="center", transform=axes.transAxes)
+    layout = figure.layout
+    axes.set_title(_plain_title(layout.title.text if layout.title else ""), fontsize=11)
+    axes.set_xlabel(layout.xaxis.title.text or "" if layout.xaxis and layout.xaxis.title else "")
+    axes.set_ylabel(layout.yaxis.title.text or "" if layout.yaxis and layout.yaxis.title else "")
+    if layout.yaxis is not None and layout.yaxis.range is not None:
+        axes.set_ylim(*layout.yaxis.range)
+    axes.grid(alpha=0.3)
+    if any(trace.showlegend is not False for trace in figure.data):
+        axes.legend(fontsize=8, loc="best")
+    mpl_figure.tight_layout()
+    return mpl_figure

@@ -1,0 +1,54 @@
+"""Compare: pick runs, see their curves overlaid and a table of differences to a baseline run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis_app import data, figures, tables, view
+
+DEFAULT_METRICS = ("acc/mean", "reward/mean", "signal/failure_share_seq")
+
+
+def body() -> None:
+    root = view.runs_root_or_stop()
+    names = view.all_runs_or_stop(root)
+    runs = view.select_runs(root, names)
+    smoothing = view.smoothing_slider()
+    if len(runs) < 2:
+        st.info("Pick at least two runs in the sidebar to compare them.")
+        return
+    steps, warnings = data.steps_of_runs(runs)
+    view.show_warnings(warnings)
+    numeric = [
+        column
+        for column in steps.columns
+        if column not in ("run", "step", "time") and figures.has_metrics(steps, [column])
+    ]
+    if not numeric:
+        st.info("The selected runs have no logged steps yet.")
+        return
+    metrics = view.choose_many("Metrics", numeric, param="metric", default=DEFAULT_METRICS)
+    baseline = view.choose("Baseline run", list(runs), param="baseline")
+    if not metrics:
+        st.info("Pick at least one metric.")
+        return
+    for metric in metrics:
+        st.plotly_chart(
+            figures.smoothed_metric_figure(steps, metric, smoothing),
+            theme=None,
+            key=f"cmp_{metric}",
+        )
+    st.subheader(f"Differences to {baseline}")
+    st.caption(
+        f"Final = last value of the EMA-smoothed curve (weight {smoothing:.2f}); "
+        "Δ = final of the run minus final of the baseline."
+    )
+    table = tables.compare_table(steps, metrics, smoothing=smoothing, baseline=baseline)
+    logged = table["mean"].notna()
+    if not logged.all():
+        absent = sorted({f"{row.run} ({row.metric})" for row in table[~logged].itertuples()})
+        st.caption(f"Not logged, so left out: {', '.join(absent)}.")
+    view.show_table(table[logged], digits=4, hide_index=True)
+
+
+view.run_page("Compare", body)

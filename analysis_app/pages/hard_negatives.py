@@ -1,0 +1,207 @@
+"""Hard negatives: browse step → group and see what CARE did with it.
+
+Shows the prompt image and question, the anchor's response, the chosen negatives with their
+cosine distances, rewards and advantages, the RGR repair before and after, and, for a rescued
+all-wrong group, its pseudo-anchor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from analysis_app import data, figures, tables, view
+
+MAX_TEXT = 4000
+
+
+def _text(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
+
+
+def _show_prompt(config: dict[str, Any], group: dict[str, Any], question: str | None) -> None:
+    example, problem = data.find_example(config, group.get("prompt_id"))
+    image_column, text_column = st.columns([1, 2])
+    with image_column:
+        if example is None:
+            st.caption(f"Prompt image not available: {problem}")
+        else:
+            try:
+                images = example.load_images()
+            except (OSError, ValueError) as error:
+                images = []
+                st.caption(f"Prompt image not readable: {error}")
+            for image in images:
+                st.image(image, caption=str(group.get("prompt_id")), width=240)
+            if not images and example is not None and not example.images:
+                st.caption("This prompt has no image.")
+    with text_column:
+        st.markdown(f"**Prompt** `{group.get('prompt_id')}`")
+        shown = question or (example.question if example is not None else None)
+        st.markdown(shown if shown else "_question not logged_")
+        if example is not None:
+            if example.choices:
+                letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                options = "  ".join(
+                    f"**{letters[i]}.** {choice}" for i, choice in enumerate(example.choices)
+                )
+                st.markdown(f"Choices: {options}")
+                gold = example.choices[letters.index(example.answer)]
+                st.markdown(f"**Gold answer:** `{example.answer}` ({gold})")
+            else:
+                st.markdown(f"**Gold answer:** `{example.answer}`")
+
+
+def _is_repair(sample: dict[str, Any]) -> bool:
+    source = sample.get("reflected_from")
+    return isinstance(source, int) and source >= 0
+
+
+def _response_of(samples: list[dict[str, Any]], group_id: int, index: int) -> dict[str, Any] | None:
+    for sample in samples:
+        if (
+            sample.get("group_id") == group_id
+            and sample.get("index") == index
+            and not _is_repair(sample)
+        ):
+            return sample
+    return None
+
+
+def _show_rgr(group: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    repair = group.get("rgr")
+    st.subheader("RGR repair")
+    if repair is None:
+        st.caption("RGR is switched off for this run.")
+        return
+    if not repair.get("triggered"):
+        st.caption(
+            "No repair for this group (it needs a correct anchor and at least one hard negative)."
+        )
+        return
+    outcome = "passed ✅" if repair.get("passed") else "failed ❌"
+    st.markdown(
+        f"Repaired rollout **#{repair.get('source_index')}** ({repair.get('source_len')} tokens) "
+        f"with a {repair.get('repair_len')}-token continuation: **{outcome}**"
+    )
+    repaired = [s for s in samples if s.get("group_id") == group.get("group_id") and _is_repair(s)]
+    before = _response_of(samples, group.get("group_id"), repair.get("source_index"))
+    before_column, after_column = st.columns(2)
+    with before_column:
+        st.markdown("**Before: the failed response**")
+        st.code(_text(before.get("response")) if before else "(sample not logged)", language=None)
+    with after_column:
+        st.markdown("**After: repair prefix + continuation**")
+        if repaired:
+            sample = repaired[0]
+            st.code(_text(sample.get("repair_prefix")), language=None)
+            st.code(_text(sample.get("response")), language=None)
+            st.caption(f"reward {sample.get('reward')}, advantage {sample.get('advantage')}")
+        else:
+            st.code("(repair sample not logged at this step)", language=None)
+
+
+def body() -> None:
+    root = view.runs_root_or_stop()
+    names = view.all_runs_or_stop(root)
+    runs = view.select_runs(root, names)
+    if not runs:
+        st.info("Pick a run in the sidebar.")
+        return
+    run_name = view.choose("Run", list(runs), param="browse")
+    run_dir = runs[run_name]
+    groups = data.load_groups(run_dir)
+    view.show_warnings(groups.warnings)
+    if not groups.records:
+        st.info(f"{run_name} logged no prompt groups (groups.jsonl is empty or missing).")
+        return
+    with_samples = set(data.sample_steps(run_dir))
+    steps = groups.steps
+    sampled = [step for step in steps if step in with_samples]
+    only_sampled = st.checkbox(
+        "Only steps with logged rollout texts", value=bool(sampled), disabled=not sampled
+    )
+    choices = sampled if only_sampled and sampled else steps
+    step = view.choose_int("Step", choices, param="step")
+    step_groups = groups.of_step(step)
+    samples_log = data.load_samples(run_dir, step)
+    view.show_warnings(samples_log.warnings)
+    samples = samples_log.records
+
+    st.markdown(f"**Groups of step {step}**")
+    view.show_table(tables.step_groups_table(step_groups), hide_index=True)
+    group_ids = [int(g["group_id"]) for g in step_groups]
+    group_id = view.choose_int("Group", group_ids, param="group")
+    group = next(g for g in step_groups if int(g["group_id"]) == group_id)
+    if not samples:
+        st.caption(f"No rollout texts were logged at step {step} (only the CARE bookkeeping).")
+
+    question = next(
+        (s.get("question") for s in samples if s.get("group_id") == group_id and s.get("question")),
+        None,
+    )
+    _show_prompt(data.load_config(run_dir), group, question)
+
+    rollouts = tables.group_rollouts_table(group, samples)
+    facts = st.columns(4)
+    facts[0].metric("correct / G", f"{group.get('n_correct')} / {group.get('G')}")
+    facts[1].metric("K' (negatives used)", group.get("k_prime", 0))
+    facts[2].metric("rescued", "yes" if group.get("rescued") else "no")
+    facts[3].metric("RGR", _rgr_label(group.get("rgr")))
+
+    st.subheader("Rollouts")
+    st.caption(
+        "distance = cosine distance 1 − h·h_anchor of the reasoning embedding to the "
+        "(pseudo-)anchor; hard negatives are numbered in the order picked (nearest first)."
+    )
+    view.show_table(
+        rollouts,
+        hide_index=True,
+        column_config={"response": st.column_config.TextColumn(width="large")},
+    )
+    st.plotly_chart(figures.group_advantages_figure(rollouts), theme=None)
+
+    anchor = group.get("pseudo_anchor") if group.get("rescued") else group.get("anchor_index")
+    if group.get("rescued"):
+        st.subheader("All-negative rescue")
+        st.markdown(
+            f"No rollout was correct, so the failure with the highest old-policy log-probability, "
+            f"**#{anchor}**, became the pseudo-anchor; the other failures nearest to it are "
+            "pushed down."
+        )
+    elif group.get("rescue_impossible"):
+        st.warning("Rescue was wanted but impossible (no pseudo-negative): all advantages are 0.")
+    if anchor is not None:
+        label = "Pseudo-anchor" if group.get("rescued") else "Anchor"
+        sample = _response_of(samples, group_id, anchor)
+        st.markdown(f"**{label} response (#{anchor})**")
+        st.code(_text(sample.get("response")) if sample else "(sample not logged)", language=None)
+    elif not group.get("rescued"):
+        st.caption("This group has no anchor (no correct rollout and no rescue).")
+    negatives = group.get("hard_negatives") or []
+    if negatives:
+        st.markdown("**Chosen negatives**")
+        for rank, negative in enumerate(negatives, start=1):
+            sample = _response_of(samples, group_id, negative.get("index"))
+            advantage = rollouts.loc[rollouts["rollout"] == negative.get("index"), "advantage"]
+            st.markdown(
+                f"{rank}. rollout **#{negative.get('index')}**, distance "
+                f"**{negative.get('distance', float('nan')):.3f}**, advantage "
+                f"**{float(advantage.iloc[0]) if len(advantage) else float('nan'):+.3f}**"
+            )
+            if sample:
+                st.code(_text(sample.get("response")), language=None)
+    _show_rgr(group, samples)
+
+
+def _rgr_label(repair: dict[str, Any] | None) -> str:
+    if repair is None:
+        return "off"
+    if not repair.get("triggered"):
+        return "not triggered"
+    return "passed" if repair.get("passed") else "failed"
+
+
+view.run_page("Hard negatives", body)

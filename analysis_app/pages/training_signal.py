@@ -1,0 +1,61 @@
+"""Training signal: where the learning signal comes from, step by step, for several runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis_app import data, figures, tables, view
+
+ALL_SIGNAL_METRICS = (
+    *figures.FAILURE_SHARE_METRICS,
+    *figures.GROUP_TYPE_METRICS,
+    *figures.RESCUE_RGR_METRICS,
+    *figures.VARIANCE_RATIO_METRICS,
+)
+
+
+def body() -> None:
+    root = view.runs_root_or_stop()
+    names = view.all_runs_or_stop(root)
+    runs = view.select_runs(root, names)
+    smoothing = view.smoothing_slider()
+    if not runs:
+        st.info("Pick one or more runs in the sidebar.")
+        return
+    steps, warnings = data.steps_of_runs(runs)
+    view.show_warnings(warnings)
+    empty = [name for name in runs if not (steps["run"] == name).any()]
+    if empty:
+        st.info(f"No steps logged yet by: {', '.join(empty)}.")
+    if not figures.has_metrics(steps, ALL_SIGNAL_METRICS):
+        st.info(
+            "None of the selected runs logs learning-signal metrics (signal/*, groups/*, rescue/*, "
+            "rgr/*). Supervised warm-start runs have none; pick an RL run."
+        )
+        return
+    st.caption(
+        "Failure-signal share: the part of Σ|advantage| carried by failed rollouts (with RGR: "
+        "passed repairs count as failure-derived). Colour = run, dash = metric."
+    )
+    built = figures.signal_figures(steps, smoothing)
+    wanted = {
+        "failure_share": figures.FAILURE_SHARE_METRICS,
+        "group_types": figures.GROUP_TYPE_METRICS,
+        "rescue_rgr": figures.RESCUE_RGR_METRICS,
+        "variance_ratio": figures.VARIANCE_RATIO_METRICS,
+    }
+    for name, figure in built.items():
+        if figures.has_metrics(steps, wanted[name]):
+            st.plotly_chart(figure, theme=None, key=f"signal_{name}")
+        else:
+            st.caption(f"{name.replace('_', ' ')}: not logged by the selected runs.")
+    st.subheader("Mean over steps")
+    summary = tables.signal_summary_table(steps)
+    silent = [run for run in summary.index if summary.loc[run].isna().all()]
+    summary = summary.drop(index=silent)
+    if silent:
+        st.caption(f"Not shown (no learning-signal metrics logged): {', '.join(silent)}.")
+    view.show_table(summary.T.rename_axis("metric"))
+
+
+view.run_page("Training signal", body)

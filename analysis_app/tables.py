@@ -1,0 +1,621 @@
+"""Table builders (data frame in, data frame out) and their LaTeX / Markdown / CSV renderings.
+
+The pages show these frames; `care export` writes the same frames, LaTeX with booktabs rules and
+the best value of each column in bold (`BEST_DIRECTION` says whether higher or lower is better;
+columns without a direction, like a failure share, are never bolded).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis_app.data import PaperReference, RunSummary, macro_of
+from analysis_app.figures import (
+    FAILURE_SHARE_METRICS,
+    GROUP_TYPE_METRICS,
+    RESCUE_RGR_METRICS,
+    VARIANCE_RATIO_METRICS,
+)
+from care.metrics.smoothness import debiased_ema, smoothness_summary
+
+Direction = Literal["max", "min"]
+
+SMOOTHNESS_COLUMNS = (
+    "smooth/acc_diff_std",
+    "smooth/reward_diff_std",
+    "smooth/acc_diff_iqr_detrended",
+    "smooth/reward_diff_iqr_detrended",
+    "smooth/acc_max_drawdown",
+    "smooth/grad_norm_spikes",
+    "smooth/kl_spikes",
+)
+
+SIGNAL_SUMMARY_METRICS = (
+    *FAILURE_SHARE_METRICS,
+    *GROUP_TYPE_METRICS,
+    *RESCUE_RGR_METRICS,
+    *VARIANCE_RATIO_METRICS,
+    "acc/mean",
+)
+
+BEST_DIRECTION: dict[str, Direction] = {
+    "acc/mean": "max",
+    "reward/mean": "max",
+    "final acc/mean": "max",
+    "macro": "max",
+    **{name: "min" for name in SMOOTHNESS_COLUMNS},
+}
+"""Which way is better for the columns that have a better; evaluation benchmarks are "max"."""
+
+MACRO_COLUMN = "macro"
+MACRO_TASKS_COLUMN = "macro tasks"
+"""How many benchmarks a row's macro averages: a macro over 2 tasks is not the paper's over 6."""
+
+
+# --------------------------------------------------------------------------------------------
+# Runs page
+
+
+def _utc_text(timestamp: float) -> str:
+    """ "2026-01-31 14:05" for a Unix time; "" for NaN (a run with no step yet)."""
+    if not math.isfinite(timestamp):
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def runs_table(summaries: Sequence[RunSummary]) -> pd.DataFrame:
+    """One row per run: estimator, model, status, steps, last step, last training accuracy and
+    the latest checkpoint's evaluation macro average (both in %).
+
+    Example: a finished CARE run with acc/mean 0.61 at its last step ->
+    ``{"run": "a", "estimator": "care", ..., "last train acc (%)": 61.0}``.
+    """
+    rows = [
+        {
+            "run": summary.name,
+            "estimator": summary.estimator,
+            "model": summary.model,
+            "status": summary.status,
+            "steps": summary.steps,
+            "last step": summary.last_step,
+            "last train acc (%)": 100.0 * summary.last_accuracy,
+            "eval macro (%)": 100.0 * summary.eval_macro,
+            "last logged (UTC)": _utc_text(summary.last_log_time),
+            "warnings": len(summary.warnings),
+        }
+        for summary in summaries
+    ]
+    columns = [
+        "run",
+        "estimator",
+        "model",
+        "status",
+        "steps",
+        "last step",
+        "last train acc (%)",
+        "eval macro (%)",
+        "last logged (UTC)",
+        "warnings",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["last step"] = frame["last step"].astype("Int64")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Training signal and smoothness
+
+
+def signal_summary_table(steps: pd.DataFrame) -> pd.DataFrame:
+    """Mean over steps of every learning-signal metric, one row per run (index: run).
+
+    NaN steps (e.g. the variance ratio where it is undefined) are left out of the mean; a metric
+    the run never logged is NaN.
+    """
+    runs = list(dict.fromkeys(steps["run"].tolist())) if "run" in steps.columns else []
+    rows = {}
+    for run in runs:
+        run_rows = steps[steps["run"] == run]
+        row = {}
+        for metric in SIGNAL_SUMMARY_METRICS:
+            if metric in run_rows.columns:
+                row[metric] = float(pd.to_numeric(run_rows[metric], errors="coerce").mean())
+            else:
+                row[metric] = math.nan
+        rows[run] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(SIGNAL_SUMMARY_METRICS))
+    frame.index.name = "run"
+    return frame
+
+
+def _records_without_run(run_rows: pd.DataFrame) -> list[dict[str, Any]]:
+    columns = [name for name in run_rows.columns if name != "run"]
+    subset = run_rows[columns]
+    # smoothness_summary reads missing steps as None; NaN must not reach it as a float.
+    return [
+        {
+            key: (None if isinstance(value, float) and math.isnan(value) else value)
+            for key, value in record.items()
+        }
+        for record in subset.to_dict("records")
+    ]
+
+
+def smoothness_table(steps: pd.DataFrame, drawdown_smoothing: float = 0.6) -> pd.DataFrame:
+    """`care.metrics.smoothness.smoothness_summary` of every run, one row per run (index: run).
+
+    Only the four series it reads are passed, so a 20,000-step run costs milliseconds.
+    """
+    runs = list(dict.fromkeys(steps["run"].tolist())) if "run" in steps.columns else []
+    used = ["acc/mean", "reward/mean", "grad_norm", "loss/kl"]
+    rows = {}
+    for run in runs:
+        run_rows = steps.loc[steps["run"] == run, [c for c in ["run", *used] if c in steps.columns]]
+        rows[run] = smoothness_summary(
+            _records_without_run(run_rows), drawdown_smoothing=drawdown_smoothing
+        )
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(SMOOTHNESS_COLUMNS))
+    frame.index.name = "run"
+    return frame
+
+
+def compare_table(
+    steps: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    smoothing: float = 0.6,
+    baseline: str | None = None,
+    tail_fraction: float = 0.1,
+) -> pd.DataFrame:
+    """Per metric and run: mean over all steps, mean over the last `tail_fraction` of steps,
+    the final EMA value, and the difference of that final value to the `baseline` run.
+
+    Rows are (metric, run) in the order given; the baseline defaults to the first run.
+
+    Example: acc/mean final EMA 0.55 (baseline "grpo") and 0.60 ("care") -> Δ 0 and +0.05.
+    """
+    if not 0.0 < tail_fraction <= 1.0:
+        raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
+    runs = list(dict.fromkeys(steps["run"].tolist())) if "run" in steps.columns else []
+    if baseline is None and runs:
+        baseline = runs[0]
+    if baseline is not None and baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} is not one of the runs {runs}")
+    delta_column = f"Δ final vs {baseline}"
+    rows = []
+    for metric in metrics:
+        finals: dict[str, float] = {}
+        per_run = []
+        for run in runs:
+            run_rows = steps[steps["run"] == run]
+            if metric not in run_rows.columns:
+                values = np.array([], dtype=np.float64)
+            else:
+                values = pd.to_numeric(run_rows[metric], errors="coerce").to_numpy(np.float64)
+            finite = values[np.isfinite(values)]
+            tail = (
+                finite[-max(1, math.ceil(tail_fraction * finite.size)) :] if finite.size else finite
+            )
+            smoothed = debiased_ema(values, smoothing) if values.size else values
+            smoothed = smoothed[np.isfinite(smoothed)]
+            final = float(smoothed[-1]) if smoothed.size else math.nan
+            finals[run] = final
+            per_run.append(
+                {
+                    "metric": metric,
+                    "run": run,
+                    "mean": float(finite.mean()) if finite.size else math.nan,
+                    f"mean last {round(100 * tail_fraction)}%": float(tail.mean())
+                    if tail.size
+                    else math.nan,
+                    "final (EMA)": final,
+                }
+            )
+        for row in per_run:
+            row[delta_column] = row["final (EMA)"] - finals.get(baseline, math.nan)
+        rows.extend(per_run)
+    columns = [
+        "metric",
+        "run",
+        "mean",
+        f"mean last {round(100 * tail_fraction)}%",
+        "final (EMA)",
+        delta_column,
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _benchmark_column(task: str, paper: PaperReference | None) -> str:
+    if paper is None:
+        return task
+    key = paper.key_of_task().get(task)
+    return paper.benchmarks[key]["name"] if key is not None else task
+
+
+def checkpoint_macros(eval_frame: pd.DataFrame, paper: PaperReference | None) -> pd.DataFrame:
+    """Macro average (fraction) per (run, checkpoint): columns run, checkpoint, checkpoint_step, macro."""
+    main_tasks = set(paper.key_of_task()) if paper is not None else set()
+    rows = []
+    for run, run_rows in eval_frame.groupby("run", sort=False):
+        macros = macro_of(run_rows, main_tasks)
+        steps = run_rows.drop_duplicates("checkpoint").set_index("checkpoint")["checkpoint_step"]
+        for checkpoint, macro in macros.items():
+            tasks = run_rows.loc[run_rows["checkpoint"] == checkpoint, "task"]
+            main = tasks[tasks.isin(main_tasks)]
+            rows.append(
+                {
+                    "run": run,
+                    "checkpoint": checkpoint,
+                    "checkpoint_step": steps[checkpoint],
+                    "macro": macro,
+                    "tasks": int(len(main) if len(main) else len(tasks)),
+                }
+            )
+    return pd.DataFrame(rows, columns=["run", "checkpoint", "checkpoint_step", "macro", "tasks"])
+
+
+def eval_table(
+    eval_frame: pd.DataFrame,
+    paper: PaperReference | None = None,
+    *,
+    include_paper: bool = True,
+) -> pd.DataFrame:
+    """Accuracy (%) per benchmark and the macro average, one row per run checkpoint, then the
+    paper's rows (index "paper: <model>").
+
+    Benchmarks the paper reports are named as in the paper and come first in its order; other
+    tasks (e.g. care_synth) follow. The run rows' macro is `analysis_app.data.macro_of`: over the
+    paper's benchmarks when the checkpoint has any, else over all its tasks.
+
+    Example: run "care" at step_10 with care_mathvista 0.70 ->
+    ``table.loc["care @ step_10", "MathVista"] == 70.0``.
+    """
+    paper_columns = [info["name"] for info in paper.benchmarks.values()] if paper else []
+    run_rows: dict[str, dict[str, float]] = {}
+    extra_columns: list[str] = []
+    macros = checkpoint_macros(eval_frame, paper) if len(eval_frame) else None
+    for record in eval_frame.itertuples(index=False):
+        label = f"{record.run} @ {record.checkpoint}"
+        column = _benchmark_column(record.task, paper)
+        if column not in paper_columns and column not in extra_columns:
+            extra_columns.append(column)
+        run_rows.setdefault(label, {})[column] = 100.0 * float(record.accuracy)
+    if macros is not None:
+        for record in macros.itertuples(index=False):
+            row = run_rows[f"{record.run} @ {record.checkpoint}"]
+            row[MACRO_COLUMN] = 100.0 * record.macro
+            row[MACRO_TASKS_COLUMN] = float(record.tasks)
+    columns = [*paper_columns, *extra_columns, MACRO_COLUMN, MACRO_TASKS_COLUMN]
+    rows = dict(run_rows)
+    if include_paper and paper is not None:
+        for record in paper.rows.to_dict("records"):
+            scores = {info["name"]: record[key] for key, info in paper.benchmarks.items()}
+            reported = sum(1 for value in scores.values() if not math.isnan(value))
+            rows[f"paper: {record['model']}"] = scores | {
+                MACRO_COLUMN: record["macro"],
+                MACRO_TASKS_COLUMN: float(reported)
+                if not math.isnan(record["macro"])
+                else math.nan,
+            }
+    frame = (
+        pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+        if rows
+        else pd.DataFrame(columns=columns)
+    )
+    frame = frame.astype(np.float64)
+    frame[MACRO_TASKS_COLUMN] = frame[MACRO_TASKS_COLUMN].round().astype("Int64")
+    frame.index.name = "row"
+    # A paper benchmark nobody evaluated is still shown when paper rows are; without them it is noise.
+    if not (include_paper and paper is not None):
+        frame = frame.dropna(axis=1, how="all")
+    return frame
+
+
+def default_paper_row(paper: PaperReference, estimator: str) -> str:
+    """The paper row a run is compared with: the first row trained with the same method
+    (care -> "Qwen2.5-VL-7B-Instruct + CARE"), else the first base model row."""
+    rows = paper.rows
+    same = rows[rows["method"] == estimator]
+    chosen = same.iloc[0] if len(same) else rows[rows["method"] == "none"].iloc[0]
+    return f"paper: {chosen['model']}"
+
+
+def eval_delta_table(table: pd.DataFrame, reference_row: str) -> pd.DataFrame:
+    """Each run row of `eval_table` minus `reference_row`, in percentage points.
+
+    A benchmark column is kept where both sides have a value. The macro difference is given only
+    for a run row that has every benchmark the reference row has: a macro over two tasks minus a
+    macro over six is no comparison. Columns that are NaN in every row are dropped.
+
+    Raises:
+        ValueError: `reference_row` is not a row of `table`.
+
+    Example: run 72.0 on MathVista, reference 74.7 -> Δ MathVista = -2.7, no macro Δ.
+    """
+    if reference_row not in table.index:
+        raise ValueError(f"reference_row {reference_row!r} is not a row of the table")
+    reference = table.loc[reference_row]
+    run_rows = table[~table.index.astype(str).str.startswith("paper: ")]
+    delta = run_rows - reference
+    delta = delta.drop(columns=[MACRO_TASKS_COLUMN], errors="ignore")
+    if MACRO_COLUMN in delta.columns:
+        needed = [
+            c
+            for c in table.columns
+            if c not in (MACRO_COLUMN, MACRO_TASKS_COLUMN) and pd.notna(reference[c])
+        ]
+        complete = run_rows[needed].notna().all(axis=1) if needed else False
+        delta[MACRO_COLUMN] = delta[MACRO_COLUMN].where(complete)
+    return delta.dropna(axis=1, how="all")
+
+
+def eval_best(table: pd.DataFrame) -> dict[str, Direction]:
+    """Every accuracy column of an evaluation table: higher is better."""
+    return {str(c): "max" for c in table.columns if c != MACRO_TASKS_COLUMN}
+
+
+def eval_best_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """`best_cells` of an evaluation table, except that the macro column's best is taken only
+    among the rows whose macro covers the most benchmarks (a 2-task macro of 69 does not beat
+    the paper's 6-task 62.15)."""
+    marks = best_cells(table, eval_best(table))
+    if MACRO_COLUMN in table.columns and MACRO_TASKS_COLUMN in table.columns:
+        counts = pd.to_numeric(table[MACRO_TASKS_COLUMN], errors="coerce")
+        comparable = counts == counts.max()
+        macros = pd.to_numeric(table[MACRO_COLUMN], errors="coerce").where(comparable)
+        marks[MACRO_COLUMN] = comparable & np.isclose(macros, macros.max(), rtol=0, atol=1e-12)
+    return marks
+
+
+# --------------------------------------------------------------------------------------------
+# Hard negatives
+
+
+def rollout_roles(group: Mapping[str, Any]) -> list[str]:
+    """The role of each rollout of a groups.jsonl record, in rollout order.
+
+    "anchor", "pseudo-anchor", "hard negative 1" (picked first = nearest), ..., then "correct" or
+    "wrong" for rollouts outside the anchored subgroup.
+
+    The failure an RGR repair replaced gets " (replaced by RGR repair)" appended.
+
+    Example: anchor 2, hard negatives [0, 3], correct [F, F, T, F], RGR off ->
+    ``["hard negative 1", "wrong", "anchor", "hard negative 2"]``.
+    """
+    size = int(group.get("G") or len(group.get("advantages") or []))
+    correct = list(group.get("correct") or [False] * size)
+    roles = ["correct" if correct[i] else "wrong" for i in range(size)]
+    for rank, negative in enumerate(group.get("hard_negatives") or [], start=1):
+        index = negative.get("index")
+        if isinstance(index, int) and 0 <= index < size:
+            roles[index] = f"hard negative {rank}"
+    anchor = group.get("anchor_index")
+    if isinstance(anchor, int) and 0 <= anchor < size and not group.get("rescued"):
+        roles[anchor] = "anchor"
+    pseudo = group.get("pseudo_anchor")
+    if isinstance(pseudo, int) and 0 <= pseudo < size:
+        roles[pseudo] = "pseudo-anchor"
+    repair = group.get("rgr") or {}
+    source = repair.get("source_index") if repair.get("triggered") else None
+    if isinstance(source, int) and 0 <= source < size:
+        # Its advantage moved to the repair sample, which is why it shows 0 here.
+        roles[source] += " (replaced by RGR repair)"
+    return roles
+
+
+def group_rollouts_table(
+    group: Mapping[str, Any], samples: Sequence[Mapping[str, Any]] = ()
+) -> pd.DataFrame:
+    """One row per rollout of a group: role, correct, reward, advantage, cosine distance to the
+    (pseudo-)anchor (hard negatives only) and the response text when samples were logged.
+
+    `samples` are the step's sample records; those of other groups and RGR repairs
+    (``reflected_from >= 0``) are ignored here.
+    """
+    size = int(group.get("G") or len(group.get("advantages") or []))
+    roles = rollout_roles(group)
+    distances = {
+        negative["index"]: negative.get("distance")
+        for negative in group.get("hard_negatives") or []
+        if isinstance(negative, Mapping) and "index" in negative
+    }
+    texts = {
+        sample.get("index"): sample.get("response")
+        for sample in samples
+        if sample.get("group_id") == group.get("group_id")
+        and (sample.get("reflected_from") is None or sample.get("reflected_from", -1) < 0)
+    }
+
+    def at(name: str, index: int) -> Any:
+        values = group.get(name) or []
+        return values[index] if index < len(values) else None
+
+    rows = [
+        {
+            "rollout": index,
+            "role": roles[index],
+            "correct": bool(at("correct", index)),
+            "reward": at("rewards", index),
+            "advantage": at("advantages", index),
+            "distance": distances.get(index, math.nan),
+            "response": texts.get(index, ""),
+        }
+        for index in range(size)
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["rollout", "role", "correct", "reward", "advantage", "distance", "response"]
+    )
+    frame["reward"] = pd.to_numeric(frame["reward"], errors="coerce")
+    frame["advantage"] = pd.to_numeric(frame["advantage"], errors="coerce")
+    frame["distance"] = pd.to_numeric(frame["distance"], errors="coerce")
+    return frame
+
+
+def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per group of a step: prompt, G, correct count, K', rescue and RGR outcome."""
+    rows = []
+    for group in groups:
+        repair = group.get("rgr") or {}
+        if not repair:
+            rgr = "off"
+        elif not repair.get("triggered"):
+            rgr = "not triggered"
+        else:
+            rgr = "passed" if repair.get("passed") else "failed"
+        rows.append(
+            {
+                "group": group.get("group_id"),
+                "prompt": str(group.get("prompt_id")),
+                "G": group.get("G"),
+                "correct": group.get("n_correct"),
+                "K'": group.get("k_prime"),
+                "rescued": bool(group.get("rescued")),
+                "rescue impossible": bool(group.get("rescue_impossible")),
+                "RGR": rgr,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["group", "prompt", "G", "correct", "K'", "rescued", "rescue impossible", "RGR"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# renderings
+
+
+def best_cells(frame: pd.DataFrame, best: Mapping[str, Direction]) -> pd.DataFrame:
+    """Boolean frame: True where a cell holds its column's best value (ties all True).
+
+    Columns missing from `best` (and all-NaN columns) have no best.
+
+    Example: column "acc/mean" = [0.5, 0.7] with best max -> [False, True].
+    """
+    marks = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    for column in frame.columns:
+        direction = best.get(str(column))
+        if direction is None:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.notna().sum() == 0:
+            continue
+        target = values.max() if direction == "max" else values.min()
+        marks[column] = np.isclose(values.to_numpy(np.float64), target, rtol=0, atol=1e-12)
+    return marks
+
+
+def _formatted(frame: pd.DataFrame, digits: int, missing: str) -> pd.DataFrame:
+    def cell(value: Any) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return missing
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
+        if isinstance(value, float | np.floating):
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    return frame.map(cell)
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped.
+
+    Example: ``latex_escape("acc_mean 50%")`` -> ``"acc\\_mean 50\\%"``.
+    """
+    return "".join(_LATEX_SPECIALS.get(character, character) for character in str(text))
+
+
+def to_latex(
+    frame: pd.DataFrame,
+    best: Mapping[str, Direction] | None = None,
+    *,
+    digits: int = 3,
+    caption: str | None = None,
+    label: str | None = None,
+    marks: pd.DataFrame | None = None,
+) -> str:
+    """A booktabs table (\\toprule, \\midrule, \\bottomrule); the best cell of each column that
+    has a direction in `best` is \\textbf{}. The index becomes the first column. NaN -> "--".
+
+    Example: ``to_latex(pd.DataFrame({"acc/mean": [0.5, 0.7]}, index=["a", "b"]), {"acc/mean": "max"})``
+    contains ``b & \\textbf{0.700} \\\\``. `marks` (a boolean frame like `best_cells`'s)
+    overrides `best` where a table needs its own rule.
+    """
+    best = BEST_DIRECTION if best is None else best
+    marks = best_cells(frame, best) if marks is None else marks
+    cells = _formatted(frame, digits, "--")
+    header = [latex_escape(frame.index.name or "")] + [latex_escape(c) for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
+    lines = []
+    if caption is not None or label is not None:
+        lines += [r"\begin{table}[t]", r"\centering"]
+        if caption is not None:
+            lines.append(rf"\caption{{{latex_escape(caption)}}}")
+        if label is not None:
+            lines.append(rf"\label{{{label}}}")
+    lines += [
+        rf"\begin{{tabular}}{{{alignment}}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+    for row_label, row in cells.iterrows():
+        values = []
+        for column, text in row.items():
+            escaped = text if text == "--" else latex_escape(text)
+            values.append(rf"\textbf{{{escaped}}}" if marks.at[row_label, column] else escaped)
+        lines.append(" & ".join([latex_escape(row_label), *values]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption is not None or label is not None:
+        lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(
+    frame: pd.DataFrame,
+    best: Mapping[str, Direction] | None = None,
+    *,
+    digits: int = 3,
+    marks: pd.DataFrame | None = None,
+) -> str:
+    """A GitHub Markdown table (via tabulate); best cells in **bold**, NaN -> "–"."""
+    best = BEST_DIRECTION if best is None else best
+    marks = best_cells(frame, best) if marks is None else marks
+    cells = _formatted(frame, digits, "–")
+    cells = cells.where(~marks, "**" + cells + "**")
+    cells.index = [str(i) for i in cells.index]
+    cells.index.name = frame.index.name or ""
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    # Cells are already formatted text: tabulate must not re-parse "0.400" into 0.4.
+    alignment = ["left", *("right" if n else "left" for n in numeric)]
+    return cells.to_markdown(colalign=alignment, disable_numparse=True) + "\n"
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    """CSV with the index as the first column and full precision; NaN as an empty field."""
+    return frame.to_csv(float_format="%.6g")

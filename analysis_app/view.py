@@ -1,0 +1,267 @@
+"""What every page shares: the runs root, the view state in the URL, warnings, error guard.
+
+The view lives in the URL query (TensorBoard style), so a link reproduces what someone saw:
+
+- ``run`` (repeated): the selected runs, as paths relative to the runs root;
+- ``smoothing``: the EMA weight of the curves, 0 .. 0.99;
+- page-specific keys (``browse``, ``step``, ``group``, ``metric``, ``reference``, ``baseline``).
+
+Every value read from the URL is validated; a bad one is reported on the page and replaced by
+the default, never trusted (a run path that leaves the runs root is refused).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from analysis_app import data
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    file: str
+    title: str
+    icon: str
+
+    @property
+    def url_path(self) -> str:
+        return self.file.removesuffix(".py")
+
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES = (
+    PageEntry("runs.py", "Runs", ":material/table_rows:"),
+    PageEntry("training_signal.py", "Training signal", ":material/show_chart:"),
+    PageEntry("smoothness.py", "Smoothness", ":material/waves:"),
+    PageEntry("hard_negatives.py", "Hard negatives", ":material/search:"),
+    PageEntry("evaluation.py", "Evaluation", ":material/target:"),
+    PageEntry("compare.py", "Compare", ":material/compare_arrows:"),
+)
+SHARED_PARAMS = ("run", "smoothing")
+"""Query keys every page understands; the page links carry them, page-specific keys stay behind."""
+ENTRY_SCRIPT = "app.py"
+
+PARAM_RUNS = "run"
+PARAM_SMOOTHING = "smoothing"
+DEFAULT_SMOOTHING = 0.6
+MAX_SMOOTHING = 0.99
+DEFAULT_RUN_COUNT = 4
+"""Runs selected when the URL names none (the newest-listed first few)."""
+MAX_WARNINGS_SHOWN = 20
+
+
+def runs_root_or_stop() -> Path:
+    """The runs root from ``CARE_RUNS_DIR``; stops the page with a message when it is missing."""
+    root = data.runs_root()
+    if not root.is_dir():
+        st.error(
+            f"The runs folder `{root}` does not exist. Start the dashboard with "
+            f"`care dashboard --runs DIR` or set `{data.RUNS_DIR_ENV}`."
+        )
+        st.stop()
+    return root
+
+
+def all_runs_or_stop(root: Path) -> list[str]:
+    """Names of every run under `root`; stops the page with a hint when there is none."""
+    names = data.discover_runs(root)
+    if not names:
+        st.info(
+            f"No runs under `{root.resolve()}` yet. A run is a folder holding `meta.json` or "
+            "`steps.jsonl`; `care demo` or `care train` writes one."
+        )
+        st.stop()
+    return names
+
+
+def _set_param(key: str, values: str | Sequence[str] | None) -> None:
+    """Write one query key, only when it changes (each write is a browser history update)."""
+    if values is None or (not isinstance(values, str) and len(values) == 0):
+        if key in st.query_params:
+            del st.query_params[key]
+        return
+    wanted = [values] if isinstance(values, str) else list(values)
+    if st.query_params.get_all(key) != wanted:
+        st.query_params[key] = wanted if len(wanted) > 1 else wanted[0]
+
+
+def url_value(key: str) -> str | None:
+    """The query value of `key` (the last one when repeated), None when absent."""
+    values = st.query_params.get_all(key)
+    return values[-1] if values else None
+
+
+def set_url_value(key: str, value: str | None) -> None:
+    _set_param(key, value)
+
+
+def select_runs(root: Path, names: list[str], *, label: str = "Runs") -> dict[str, Path]:
+    """The sidebar run picker, initialised from and written back to ``?run=...``.
+
+    URL entries that are no run or leave the root are shown as errors and dropped.
+    Returns name -> resolved folder of the selected runs, in selection order.
+    """
+    requested = st.query_params.get_all(PARAM_RUNS)
+    valid: list[str] = []
+    for name in requested:
+        try:
+            data.resolve_run(root, name)
+        except ValueError as error:
+            st.error(f"Ignored a run from the URL: {error}")
+            continue
+        if name not in valid:
+            valid.append(name)
+    options = list(dict.fromkeys([*names, *valid]))
+    default = valid if requested else options[:DEFAULT_RUN_COUNT]
+    selected = st.sidebar.multiselect(label, options, default=default, key="view_runs")
+    _set_param(PARAM_RUNS, selected)
+    return {name: data.resolve_run(root, name) for name in selected}
+
+
+def smoothing_slider() -> float:
+    """The sidebar smoothing slider, initialised from and written back to ``?smoothing=``."""
+    raw = url_value(PARAM_SMOOTHING)
+    value = DEFAULT_SMOOTHING
+    if raw is not None:
+        try:
+            parsed = float(raw)
+        except ValueError:
+            parsed = math.nan
+        if math.isfinite(parsed) and 0.0 <= parsed <= MAX_SMOOTHING:
+            value = round(parsed, 2)
+        else:
+            st.warning(
+                f"Ignored smoothing={raw!r} from the URL: it must be a number in [0, {MAX_SMOOTHING}]."
+            )
+    smoothing = st.sidebar.slider(
+        "Smoothing (EMA weight)",
+        min_value=0.0,
+        max_value=MAX_SMOOTHING,
+        value=value,
+        step=0.01,
+        key="view_smoothing",
+        help="TensorBoard's debiased exponential moving average; 0 shows the raw curve.",
+    )
+    _set_param(PARAM_SMOOTHING, f"{smoothing:.2f}")
+    return float(smoothing)
+
+
+def choose(
+    label: str,
+    options: Sequence[str],
+    *,
+    param: str,
+    default: str | None = None,
+    where: str = "main",
+) -> str:
+    """A selectbox whose choice lives in ``?<param>=``; a URL value not among `options` is
+    reported and replaced by `default` (or the first option)."""
+    options = list(options)
+    raw = url_value(param)
+    fallback = default if default in options else options[0]
+    initial = fallback
+    if raw is not None:
+        if raw in options:
+            initial = raw
+        else:
+            st.warning(f"Ignored {param}={raw!r} from the URL: not one of the choices here.")
+    container = st.sidebar if where == "sidebar" else st
+    choice = container.selectbox(label, options, index=options.index(initial), key=f"view_{param}")
+    _set_param(param, choice)
+    return str(choice)
+
+
+def choose_many(
+    label: str, options: Sequence[str], *, param: str, default: Sequence[str]
+) -> list[str]:
+    """A multiselect whose choices live in the repeated ``?<param>=``; unknown URL values are
+    reported and dropped."""
+    options = list(options)
+    requested = st.query_params.get_all(param)
+    unknown = [value for value in requested if value not in options]
+    if unknown:
+        st.warning(f"Ignored {param}={unknown} from the URL: not among the choices here.")
+    initial = [value for value in requested if value in options] if requested else None
+    if not initial:
+        initial = [value for value in default if value in options]
+    chosen = st.multiselect(label, options, default=initial, key=f"view_{param}")
+    _set_param(param, chosen)
+    return list(chosen)
+
+
+def choose_int(label: str, options: Sequence[int], *, param: str, where: str = "main") -> int:
+    """`choose` for integer choices (steps, group ids)."""
+    texts = [str(option) for option in options]
+    return int(choose(label, texts, param=param, where=where))
+
+
+def show_warnings(warnings: Sequence[str]) -> None:
+    """Corrupt lines and unreadable files, as "file:line: problem", in one warning box."""
+    unique = list(dict.fromkeys(warnings))
+    if not unique:
+        return
+    shown = unique[:MAX_WARNINGS_SHOWN]
+    more = len(unique) - len(shown)
+    lines = "\n".join(f"- `{warning}`" for warning in shown)
+    tail = f"\n- … and {more} more" if more else ""
+    st.warning(f"Skipped {len(unique)} unreadable line(s) or file(s):\n{lines}{tail}")
+
+
+def show_table(
+    frame: pd.DataFrame,
+    *,
+    digits: int = 3,
+    signed: bool = False,
+    hide_index: bool = False,
+    column_config: dict | None = None,
+    key: str | None = None,
+) -> None:
+    """A data frame with fixed decimals and "–" for missing values (Streamlit writes "None")."""
+    numeric = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    pattern = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    styled = frame.style.format(pattern, subset=numeric, na_rep="–")
+    st.dataframe(styled, hide_index=hide_index, column_config=column_config, key=key)
+
+
+def _under_dashboard() -> bool:
+    """True when the page runs inside the app (not alone, as under AppTest): links need it."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    main_script = getattr(context, "main_script_path", None) if context is not None else None
+    return bool(main_script) and Path(main_script).name == ENTRY_SCRIPT
+
+
+def _draw_page_links(container: object) -> None:
+    shared = {key: st.query_params.get_all(key) for key in SHARED_PARAMS if key in st.query_params}
+    query = {key: values if len(values) > 1 else values[0] for key, values in shared.items()}
+    with container:  # type: ignore[attr-defined]
+        st.markdown("**CARE dashboard**")
+        for page in PAGES:
+            st.page_link(f"pages/{page.file}", label=page.title, icon=page.icon, query_params=query)
+        st.divider()
+
+
+def run_page(title: str, body: Callable[[], None]) -> None:
+    """Render a page: its title, then `body`; an unexpected error becomes a message, never a
+    traceback (Streamlit's stop/rerun signals are BaseExceptions and pass through).
+
+    Inside the dashboard the page links are drawn at the top of the sidebar, after `body` ran,
+    so they carry the query the page has just written (selected runs, smoothing).
+    """
+    st.set_page_config(page_title=f"{title} · CARE", layout="wide")
+    links = st.sidebar.container() if _under_dashboard() else None
+    st.title(title)
+    try:
+        body()
+    except Exception as error:  # the page must stay usable whatever a run folder holds
+        st.error(f"This page could not be drawn: {type(error).__name__}: {error}")
+    finally:
+        if links is not None:
+            _draw_page_links(links)
