@@ -10,18 +10,28 @@ CONSTRAINTS := constraints.txt
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP         := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) $(FIND_LINKS)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-packages demo test lint bench clean
+
+# Debian chromium + chromedriver: plotly's figure export (kaleido) and the dashboard's browser
+# test drive it. Installed once, when missing and apt is usable (root); otherwise those two
+# features fall back (matplotlib) or their tests skip with the reason.
+system-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium not installed (needs root and apt); browser tests will skip"; fi; \
+	fi
 
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[dev,eval]'
+	$(PIP) -e '.[dev,eval,app]'
 	@# lmms-eval drags in torchvision and timm; torchvision breaks the CPU torch build and
 	@# transformers' imports, and nothing here needs either.
 	$(PY) -m pip uninstall -y -q torchvision timm 2>/dev/null || true
 	touch $@
 
-setup: $(VENV)/.installed-dev
+setup: system-packages $(VENV)/.installed-dev
 
 demo: setup
 	$(VENV)/bin/care demo
@@ -35,6 +45,8 @@ lint: setup
 bench: setup
 	$(PY) bench/bench_advantages.py
 	$(PY) bench/bench_step.py
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -3,8 +3,8 @@
 1. synthesise the visual-reasoning task (train/test splits, rendered with PIL);
 2. build a tiny random Qwen2.5-VL-architecture model and warm-start it with SFT;
 3. train GRPO and CARE from that same warm start with the same budget;
-4. evaluate the warm start and both final checkpoints on the test split with the project's
-   prompt template and verifier;
+4. evaluate the warm start and both final checkpoints on the test split through the lmms-eval
+   harness (task ``care_synth``: the training prompt template and verifier);
 5. print the comparison table and where everything is.
 """
 
@@ -19,11 +19,8 @@ from typing import Any
 import numpy as np
 
 from care.config import TrainConfig, load_config
-from care.data import load_examples
 from care.data.synth import write_synthetic_dataset
-from care.evaluate import evaluate_examples, write_eval
 from care.metrics.smoothness import smoothness_summary
-from care.models.vlm import load_policy
 from care.runlog import RunReader
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -62,18 +59,29 @@ def _config(size: DemoSize, overrides: list[str]) -> TrainConfig:
     return load_config(CONFIG_DIR / size.config, overrides)
 
 
-def _evaluate(checkpoint: Path, test_file: Path, cfg: TrainConfig, out_dir: Path) -> float:
-    model, processor = load_policy(checkpoint, dtype="float32", device="cpu")
-    examples = load_examples(test_file).examples
-    result = evaluate_examples(
-        model,
-        processor,
-        examples,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        batch_rows=cfg.rollout.batch_rows,
+def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig) -> float:
+    """Score ``checkpoint`` on the test split through the lmms-eval harness (task care_synth):
+    the same prompt template and verifier as training, greedy decoding. Results land in
+    ``<run>/eval/<checkpoint>/``."""
+    from evaluation.runner import EvalSettings, run_eval
+
+    report = run_eval(
+        EvalSettings(
+            checkpoint=checkpoint,
+            data_root=data_dir,
+            tasks=("care_synth",),
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            batch_size=cfg.rollout.batch_rows,
+            device="cpu",
+            dtype="float32",
+            force=True,
+        ),
+        echo=lambda line: None,
     )
-    write_eval(result, out_dir / "eval" / checkpoint.name)
-    return result.accuracy
+    if not report.ok:
+        raise RuntimeError(f"evaluation of {checkpoint} failed: {report.failures}")
+    summary = json.loads((report.out_dir / "care_synth.json").read_text())
+    return float(summary["accuracy"])
 
 
 def run_demo(
@@ -101,7 +109,7 @@ def run_demo(
     ]
     sft_cfg = _config(size, [*common, f"run.name={prefix}_sft"])
     warm_start = run_sft(sft_cfg, progress=not fast)
-    warm_accuracy = _evaluate(warm_start, test_file, sft_cfg, sft_cfg.run_dir)
+    warm_accuracy = _evaluate(warm_start, data_dir, sft_cfg)
     rows = [
         DemoRow("sft (warm start)", sft_cfg.run_dir, warm_accuracy, *([math.nan] * 4))
     ]
@@ -117,7 +125,7 @@ def run_demo(
         )
         run_dir = Trainer(cfg, progress=not fast).fit()
         final = run_dir / "checkpoints" / f"step_{cfg.train.steps}"
-        accuracy = _evaluate(final, test_file, cfg, run_dir)
+        accuracy = _evaluate(final, data_dir, cfg)
         steps = RunReader(run_dir).steps
         smooth = smoothness_summary(steps)
         rows.append(

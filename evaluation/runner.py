@@ -17,7 +17,7 @@ suite group such as ``care_six`` expands to its benchmarks) and each seed, the r
    ``force`` redoes it.
 
 When every seed of a benchmark has succeeded, the runner writes the summary and the per-sample
-records in `care.evaluate.write_eval`'s layout, extended with seeds:
+records (one summary `<task>.json` and `<task>_samples.jsonl` per benchmark), with seeds:
 
     <out>/<benchmark>.json           task, n, accuracy (mean over seeds), format_rate,
                                      prompt_version, plus accuracy_std, seeds, per_seed,
