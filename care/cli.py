@@ -107,6 +107,7 @@ def demo(
     for row in rows:
         typer.echo(f"  {row.estimator:18s} {row.run_dir}")
     typer.echo("")
+    typer.echo(f"browse them:    care dashboard --runs {out}")
     typer.echo(f"inspect a run:  care inspect {rows[-1].run_dir}")
 
 
