@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_run import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
@@ -62,31 +63,12 @@ def _launch(config_file: str, *args: str) -> None:
 
 
 def _tiny_config(data_dir: Path, out_dir: Path, name: str, **sections: dict) -> dict:
-    cfg: dict[str, Any] = {
-        "run": {"name": name, "out_dir": str(out_dir), "seed": 5},
-        "model": {
-            "image_size": 56,
-            "tiny": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 1,
-                "intermediate_size": 64,
-                "vision_hidden_size": 16,
-            },
-        },
-        "data": {"train_files": [str(data_dir / "train.jsonl")]},
-        "rollout": {"n": 4, "max_new_tokens": 8, "batch_rows": 16},
-        "algo": {"estimator": "care"},
-        "optim": {"lr": 1e-3},
-        "train": {
-            "steps": 2,
-            "prompts_per_step": PROMPTS_PER_STEP,
-            "mini_batch_prompts": 2,
-            "micro_batch_rows": 3,
-            "device": "cpu",
-        },
-    }
+    cfg = tiny_config(
+        data_dir,
+        out_dir,
+        name,
+        train={"prompts_per_step": PROMPTS_PER_STEP, "mini_batch_prompts": 2},
+    )
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
     return cfg

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import tiny_config
 
 from care.config import config_from_dict
 from care.data import DataError
@@ -31,37 +32,6 @@ def data_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_synthetic_dataset(out, seed=3, n_train=24, n_test=8, image_size=56)
     return out
-
-
-def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
-    cfg = {
-        "run": {"name": name, "out_dir": str(out_dir), "seed": 5},
-        "model": {
-            "image_size": 56,
-            "tiny": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 1,
-                "intermediate_size": 64,
-                "vision_hidden_size": 16,
-            },
-        },
-        "data": {"train_files": [str(data_dir / "train.jsonl")]},
-        "rollout": {"n": 4, "max_new_tokens": 8, "batch_rows": 16},
-        "algo": {"estimator": "care"},
-        "optim": {"lr": 1e-3},
-        "train": {
-            "steps": 2,
-            "prompts_per_step": 2,
-            "mini_batch_prompts": 1,
-            "micro_batch_rows": 3,
-            "device": "cpu",
-        },
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "dapo", "gspo", "care", "care_no_rgr"])
@@ -126,7 +96,9 @@ class ScriptedEngine:
             question = self._question(request.prompt)
             samples = []
             for sample in range(params.n):
-                text = self.script(question, self.answers[question], sample, bool(request.assistant_prefix))
+                text = self.script(
+                    question, self.answers[question], sample, bool(request.assistant_prefix)
+                )
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.stop]
                 samples.append(
                     RolloutOutput(
@@ -211,9 +183,7 @@ def test_bad_training_row_stops_the_run_with_file_line_and_field(data_dir, tmp_p
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 target.symlink_to(data_dir / image)
-    cfg = config_from_dict(
-        tiny_config(data_dir, tmp_path, "bad", data={"train_files": [str(bad)]})
-    )
+    cfg = config_from_dict(tiny_config(data_dir, tmp_path, "bad", data={"train_files": [str(bad)]}))
     with pytest.raises(DataError, match=r"bad\.jsonl.*line 2.*answer"):
         Trainer(cfg, progress=False)
     skipping = config_from_dict(
@@ -250,7 +220,9 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(data_dir, tmp_
     subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
 
     killed = command + ["--set", "run.name=killed"]
-    process = subprocess.Popen(killed, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        killed, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     steps_file = tmp_path / "killed" / "steps.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:

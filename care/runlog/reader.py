@@ -33,6 +33,16 @@ OnCorrupt = Literal["raise", "warn"]
 _ON_CORRUPT_CHOICES = ("raise", "warn")
 
 
+def _read_text(path: Path) -> str:
+    """A whole UTF-8 file; a missing or unreadable one is a RunLogError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunLogError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunLogError(f"{path}: cannot read file ({error})") from None
+
+
 @dataclass(frozen=True)
 class JsonlResult:
     """What `read_jsonl` found in one file.
@@ -217,12 +227,7 @@ class RunReader:
     def config(self) -> dict[str, Any]:
         """The resolved config the run was started with."""
         path = self.run_dir / CONFIG_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RunLogError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise RunLogError(f"{path}: cannot read file ({error})") from None
+        text = _read_text(path)
         try:
             config = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -277,12 +282,7 @@ def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Example: ``read_meta("runs/a")["status"]`` -> ``"finished"``.
     """
     path = Path(run_dir) / META_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunLogError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise RunLogError(f"{path}: cannot read file ({error})") from None
+    text = _read_text(path)
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as error:

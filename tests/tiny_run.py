@@ -1,0 +1,36 @@
+"""The tiny-model training config the trainer and distributed tests share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
+    cfg = {
+        "run": {"name": name, "out_dir": str(out_dir), "seed": 5},
+        "model": {
+            "image_size": 56,
+            "tiny": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "num_kv_heads": 1,
+                "intermediate_size": 64,
+                "vision_hidden_size": 16,
+            },
+        },
+        "data": {"train_files": [str(data_dir / "train.jsonl")]},
+        "rollout": {"n": 4, "max_new_tokens": 8, "batch_rows": 16},
+        "algo": {"estimator": "care"},
+        "optim": {"lr": 1e-3},
+        "train": {
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_prompts": 1,
+            "micro_batch_rows": 3,
+            "device": "cpu",
+        },
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
