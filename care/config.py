@@ -86,7 +86,9 @@ class DataSection(_Section):
 
 
 class RolloutSection(_Section):
-    engine: Literal["hf"] = Field("hf", description="Rollout engine (in-process transformers).")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="Rollout engine: hf (in-process transformers) or vllm (colocated vLLM)."
+    )
     n: int = Field(8, ge=1, description="Rollouts per prompt (G).")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")

@@ -61,18 +61,42 @@ GEN_KWARGS_KEYS: frozenset[str] = frozenset(
 )
 """The gen_kwargs keys `CareVLM` understands; any other key is an error, not silently dropped."""
 
-EngineFactory = Callable[[Any, Any, int], RolloutEngine]
+EngineFactory = Callable[..., tuple[RolloutEngine, Any]]
 
 
-def _hf_engine(model: Any, processor: Any, batch_size: int) -> RolloutEngine:
+def _hf_engine(
+    pretrained: str, *, dtype: str, device: str, attn_implementation: str | None, batch_size: int
+) -> tuple[RolloutEngine, Any]:
+    from care.models.vlm import load_policy
     from care.rollout.hf import HFRolloutEngine
 
-    return HFRolloutEngine(model, processor, batch_size=batch_size)
+    model, processor = load_policy(
+        pretrained, dtype=dtype, device=device, attn_implementation=attn_implementation
+    )
+    return HFRolloutEngine(model, processor, batch_size=batch_size), processor
 
 
-ENGINES: dict[str, EngineFactory] = {"hf": _hf_engine}
-"""Rollout engines by ``engine=`` model arg: ``factory(model, processor, batch_size)``. A vLLM
-engine registers here under the same interface."""
+def _vllm_engine(
+    pretrained: str, *, dtype: str, device: str, attn_implementation: str | None, batch_size: int
+) -> tuple[RolloutEngine, Any]:
+    # vLLM loads the folder itself: no transformers copy of the weights on the GPU beside it.
+    from care.models.vlm import load_processor
+    from care.rollout.vllm import VLLMRolloutEngine
+
+    processor = load_processor(pretrained)
+    engine = VLLMRolloutEngine(
+        pretrained,
+        processor,
+        dtype=dtype,
+        gpu_memory_utilization=0.9,
+        llm_kwargs={"max_num_seqs": batch_size},
+    )
+    return engine, processor
+
+
+ENGINES: dict[str, EngineFactory] = {"hf": _hf_engine, "vllm": _vllm_engine}
+"""Rollout engines by ``engine=`` model arg: ``factory(pretrained, dtype=, device=,
+attn_implementation=, batch_size=) -> (engine, processor)``."""
 
 
 class CareVLM(lmms):
@@ -80,7 +104,7 @@ class CareVLM(lmms):
 
     Model args (``--model_args key=value,...``):
         pretrained: the checkpoint folder (``care.models.vlm.load_policy`` loads it offline).
-        engine: rollout engine name in `ENGINES` (``hf``).
+        engine: rollout engine name in `ENGINES` (``hf``, or ``vllm`` where vLLM is installed).
         batch_size: questions decoded together (lmms-eval's ``--batch_size`` fills it).
         device: ``cpu``, ``cuda``, ``cuda:1``...; default ``cuda`` when available, else ``cpu``.
         dtype: ``auto`` (the checkpoint's), ``bfloat16``, ``float16`` or ``float32``.
@@ -139,14 +163,15 @@ class CareVLM(lmms):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
 
-        from care.models.vlm import load_policy
-
         self.pretrained = pretrained
         self.engine_name = engine
-        self.policy, self.processor = load_policy(
-            pretrained, dtype=dtype, device=device, attn_implementation=attn_implementation
+        self.engine, self.processor = ENGINES[engine](
+            pretrained,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+            batch_size=self.batch_size_per_call,
         )
-        self.engine = ENGINES[engine](self.policy, self.processor, self.batch_size_per_call)
 
     @property
     def batch_size(self) -> int:

@@ -289,8 +289,14 @@ def test_care_vlm_does_not_score_likelihoods_or_multiple_rounds(care_vlm):
 def test_care_vlm_rejects_unknown_model_args_and_engines(checkpoint):
     with pytest.raises(ValueError, match=r"unknown model args \['temprature'\]"):
         CareVLM(pretrained=str(checkpoint), temprature=0.5)
-    with pytest.raises(ValueError, match=r"engine must be one of \['hf'\], got 'vllm'"):
-        CareVLM(pretrained=str(checkpoint), engine="vllm")
+    with pytest.raises(ValueError, match=r"engine must be one of \['hf', 'vllm'\], got 'sglang'"):
+        CareVLM(pretrained=str(checkpoint), engine="sglang")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        # Without vLLM the engine says how to get it instead of failing deep inside.
+        with pytest.raises(ImportError, match="pip install vllm"):
+            CareVLM(pretrained=str(checkpoint), engine="vllm")
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         CareVLM(pretrained=str(checkpoint), max_new_tokens=0)
 

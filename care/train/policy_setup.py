@@ -60,5 +60,15 @@ def build_or_load_policy(
 
 
 def make_engine(model: Any, processor: Any, rollout_cfg: RolloutSection) -> RolloutEngine:
-    """The rollout engine the config names (today: the in-process transformers engine)."""
+    """The rollout engine the config names.
+
+    ``hf``: the in-process transformers engine. ``vllm``: an in-process ``vllm.LLM`` colocated
+    with training (:class:`care.rollout.vllm.VLLMRolloutEngine`), started from the folder the
+    policy was loaded from (or the policy saved to a temporary folder), sleeping between
+    rollouts where vLLM supports it; ImportError naming the install command without vLLM.
+    """
+    if rollout_cfg.engine == "vllm":
+        from care.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine.from_policy(model, processor, sleep_after_generate=True)
     return HFRolloutEngine(model, processor, batch_size=rollout_cfg.batch_rows)
