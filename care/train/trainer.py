@@ -616,9 +616,7 @@ class Trainer:
             out.append([i for i, row in enumerate(batch.rows) if row.group in chosen])
         return out
 
-    def _mini_batch_plan(
-        self, per_row: dict[int, dict[str, Any]], rows: list[int]
-    ) -> tuple[float, float, int]:
+    def _mini_batch_plan(self, batch: StepBatch, rows: list[int]) -> tuple[float, float, int]:
         """``(pg_denominator, kl_denominator, micro_batch_count)`` of one mini-batch spread over
         the processes (one gather).
 
@@ -628,32 +626,44 @@ class Trainer:
         the processes hold different numbers of tokens or rows. The micro-batch count is the
         busiest process's, so every process runs the same number of passes.
         """
+        per_row = batch.per_row
         local = [
             self._denominator(per_row, rows, self.cfg.loss.count_zero_adv_rows),
             self._denominator(per_row, rows, True),
-            float(math.ceil(len(rows) / self.cfg.train.micro_batch_rows)),
+            float(len(self._micro_batch_parts(batch, rows))),
         ]
         plan = torch.tensor([local], dtype=torch.float64, device=self.accelerator.device)
         if self.world > 1:
             plan = self.accelerator.gather(plan)
         return float(plan[:, 0].mean()), float(plan[:, 1].mean()), int(plan[:, 2].max())
 
-    @staticmethod
-    def _equal_micro_batches(batch: StepBatch, rows: list[int], count: int) -> list[list[int]]:
-        """``rows`` split into exactly ``count`` micro-batches, empty ones included: DDP
+    def _micro_batch_parts(self, batch: StepBatch, rows: list[int]) -> list[list[int]]:
+        """``rows`` in micro-batches of at most ``micro_batch_rows``, ordinary rows and RGR
+        repairs apart, each in length order.
+
+        A micro-batch is padded to its longest context + response, and a repair's context holds
+        the prompt plus the failed reasoning and the repair cue: one repair among ordinary rows
+        pads all of them (measured: +50 % update time for +5 % rows)."""
+        size = self.cfg.train.micro_batch_rows
+        parts: list[list[int]] = []
+        for repairs in (False, True):
+            subset = sorted(
+                (i for i in rows if bool(batch.rows[i].prefix) == repairs),
+                key=lambda i: (len(batch.rows[i].prefix), len(batch.rows[i].response_ids)),
+            )
+            if subset:
+                count = math.ceil(len(subset) / size)
+                parts.extend(p.tolist() for p in np.array_split(np.array(subset, dtype=int), count))
+        return parts
+
+    def _equal_micro_batches(
+        self, batch: StepBatch, rows: list[int], count: int
+    ) -> list[list[int]]:
+        """This process's micro-batches padded with empty ones to exactly ``count``: DDP
         all-reduces on the synced backward and FSDP all-gathers in every forward, so every
-        process must run the same number of passes.
-
-        Rows are ordered by length first (RGR repairs, whose context holds the failed reasoning,
-        last): a micro-batch is padded to its longest row, so mixing one repair into ordinary
-        rows would pad all of them (measured: +41 % update time for +5 % rows)."""
-
-        def length(i: int) -> tuple[int, int]:
-            row = batch.rows[i]
-            return (len(row.prefix), len(row.response_ids))
-
-        ordered = sorted(rows, key=length)
-        return [part.tolist() for part in np.array_split(np.array(ordered, dtype=int), count)]
+        process must run the same number of passes."""
+        parts = self._micro_batch_parts(batch, rows)
+        return parts + [[] for _ in range(count - len(parts))]
 
     def _update(self, batch: StepBatch, *, rows_count: bool = True) -> dict[str, float]:
         """The step's optimizer updates; returns the loss metrics of all processes' rows.
@@ -670,7 +680,7 @@ class Trainer:
         for _ in range(cfg.train.ppo_epochs):
             for mini in self._mini_batches(batch):
                 mini = mini if rows_count else []
-                pg_denominator, kl_denominator, count = self._mini_batch_plan(per_row, mini)
+                pg_denominator, kl_denominator, count = self._mini_batch_plan(batch, mini)
                 if count == 0:
                     continue  # no process has rows in this mini-batch: all skip it together
                 micro_batches = self._equal_micro_batches(batch, mini, count)
