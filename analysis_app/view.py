@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis_app import data
+from analysis_app import data, figures
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,32 @@ def smoothing_slider() -> float:
     )
     _set_param(PARAM_SMOOTHING, f"{smoothing:.2f}")
     return float(smoothing)
+
+
+def selected_steps(
+    *, min_runs: int = 1, prompt: str = "Pick one or more runs in the sidebar."
+) -> tuple[dict[str, Path], pd.DataFrame, float] | None:
+    """The sidebar's runs and smoothing, and the selected runs' steps (load warnings shown);
+    None, after showing `prompt`, while fewer than `min_runs` runs are selected."""
+    root = runs_root_or_stop()
+    names = all_runs_or_stop(root)
+    runs = select_runs(root, names)
+    smoothing = smoothing_slider()
+    if len(runs) < min_runs:
+        st.info(prompt)
+        return None
+    steps, warnings = data.steps_of_runs(runs)
+    show_warnings(warnings)
+    return runs, steps, smoothing
+
+
+def numeric_metrics(steps: pd.DataFrame) -> list[str]:
+    """The step columns that hold at least one logged value (identifiers left out)."""
+    return [
+        column
+        for column in steps.columns
+        if column not in ("run", "step", "time") and figures.has_metrics(steps, [column])
+    ]
 
 
 def choose(

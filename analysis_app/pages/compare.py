@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis_app import data, figures, tables, view
+from analysis_app import figures, tables, view
 
 DEFAULT_METRICS = ("acc/mean", "reward/mean", "signal/failure_share_seq")
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    smoothing = view.smoothing_slider()
-    if len(runs) < 2:
-        st.info("Pick at least two runs in the sidebar to compare them.")
+    selection = view.selected_steps(
+        min_runs=2, prompt="Pick at least two runs in the sidebar to compare them."
+    )
+    if selection is None:
         return
-    steps, warnings = data.steps_of_runs(runs)
-    view.show_warnings(warnings)
-    numeric = [
-        column
-        for column in steps.columns
-        if column not in ("run", "step", "time") and figures.has_metrics(steps, [column])
-    ]
+    runs, steps, smoothing = selection
+    numeric = view.numeric_metrics(steps)
     if not numeric:
         st.info("The selected runs have no logged steps yet.")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis_app import data, figures, tables, view
+from analysis_app import figures, tables, view
 
 PREFERRED_METRICS = ("acc/mean", "reward/mean", "grad_norm", "loss/kl", "entropy")
 
@@ -21,20 +21,11 @@ the library exports.
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    smoothing = view.smoothing_slider()
-    if not runs:
-        st.info("Pick one or more runs in the sidebar.")
+    selection = view.selected_steps()
+    if selection is None:
         return
-    steps, warnings = data.steps_of_runs(runs)
-    view.show_warnings(warnings)
-    numeric = [
-        column
-        for column in steps.columns
-        if column not in ("run", "step", "time") and figures.has_metrics(steps, [column])
-    ]
+    runs, steps, smoothing = selection
+    numeric = view.numeric_metrics(steps)
     if not numeric:
         st.info("The selected runs have no logged steps yet.")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis_app import data, figures, tables, view
+from analysis_app import figures, tables, view
 
 ALL_SIGNAL_METRICS = (
     *figures.FAILURE_SHARE_METRICS,
@@ -15,15 +15,10 @@ ALL_SIGNAL_METRICS = (
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    smoothing = view.smoothing_slider()
-    if not runs:
-        st.info("Pick one or more runs in the sidebar.")
+    selection = view.selected_steps()
+    if selection is None:
         return
-    steps, warnings = data.steps_of_runs(runs)
-    view.show_warnings(warnings)
+    runs, steps, smoothing = selection
     empty = [name for name in runs if not (steps["run"] == name).any()]
     if empty:
         st.info(f"No steps logged yet by: {', '.join(empty)}.")
