@@ -554,3 +554,43 @@ def check_token_ids(name: str, token_ids: Sequence[int], vocab_size: int) -> lis
                 f"{name} holds id {token_id}, outside the vocabulary [0, {vocab_size})"
             )
     return ids
+
+
+def resolve_token_sets(
+    tokenizer: Any,
+    suppress_token_ids: Sequence[int] | None,
+    stop_ids: Sequence[int] | None,
+) -> tuple[list[int], list[int]]:
+    """``(suppressed ids, stop ids)`` of a tokenizer or processor, sorted and checked against
+    the vocabulary.
+
+    None → :func:`care.models.vlm.vision_token_ids` / :func:`care.models.vlm.stop_token_ids`.
+    Stop ids must be non-empty and must not be suppressed (a banned stop token could never end
+    a response).
+
+    Example (real Qwen2.5 tokenizer): ``(None, None)`` → ``([151652, ..., 151656], [151643,
+    151645])``.
+    """
+    vocab_size = len(getattr(tokenizer, "tokenizer", tokenizer))
+    suppressed = sorted(
+        set(
+            vision_token_ids(tokenizer)
+            if suppress_token_ids is None
+            else check_token_ids("suppress_token_ids", suppress_token_ids, vocab_size)
+        )
+    )
+    stops = sorted(
+        set(
+            stop_token_ids(tokenizer)
+            if stop_ids is None
+            else check_token_ids("stop_ids", stop_ids, vocab_size)
+        )
+    )
+    if not stops:
+        raise ValueError("stop_ids must name at least one token")
+    if set(stops) & set(suppressed):
+        raise ValueError(
+            f"stop ids {stops} and suppressed ids {suppressed} overlap: a suppressed stop token "
+            "could never end a response"
+        )
+    return suppressed, stops

@@ -34,7 +34,7 @@ from transformers import (
 )
 
 from care.models.policy import encode_context, left_pad_contexts
-from care.models.vlm import check_token_ids, stop_token_ids, vision_token_ids
+from care.models.vlm import resolve_token_sets
 
 from .base import FinishReason, RolloutOutput, RolloutRequest, SamplingParams
 
@@ -109,28 +109,9 @@ class HFRolloutEngine:
         self.processor = processor
         self.batch_size = batch_size
         tokenizer = processor.tokenizer
-        vocab_size = len(tokenizer)
-        self.suppress_token_ids = sorted(
-            set(
-                vision_token_ids(processor)
-                if suppress_token_ids is None
-                else check_token_ids("suppress_token_ids", suppress_token_ids, vocab_size)
-            )
+        self.suppress_token_ids, self.stop_token_ids = resolve_token_sets(
+            processor, suppress_token_ids, stop_ids
         )
-        self.stop_token_ids = sorted(
-            set(
-                stop_token_ids(processor)
-                if stop_ids is None
-                else check_token_ids("stop_ids", stop_ids, vocab_size)
-            )
-        )
-        if not self.stop_token_ids:
-            raise ValueError("stop_ids must name at least one token")
-        if set(self.stop_token_ids) & set(self.suppress_token_ids):
-            raise ValueError(
-                f"stop ids {self.stop_token_ids} and suppressed ids {self.suppress_token_ids} "
-                "overlap: a suppressed stop token could never end a response"
-            )
         pad_token_id = tokenizer.pad_token_id
         self.pad_token_id = int(self.stop_token_ids[0] if pad_token_id is None else pad_token_id)
 

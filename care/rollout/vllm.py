@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from care.models.vlm import check_token_ids, stop_token_ids, vision_token_ids
+from care.models.vlm import resolve_token_sets
 
 from .base import FinishReason, RolloutOutput, RolloutRequest, SamplingParams
 
@@ -203,46 +203,6 @@ def policy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------------------------
 # Requests, sampling settings and outputs (no vLLM needed)
-
-
-def resolve_token_sets(
-    tokenizer: Any,
-    suppress_token_ids: Sequence[int] | None,
-    stop_ids: Sequence[int] | None,
-) -> tuple[list[int], list[int]]:
-    """``(suppressed ids, stop ids)`` of a tokenizer or processor, sorted and checked against
-    the vocabulary.
-
-    None → :func:`care.models.vlm.vision_token_ids` / :func:`care.models.vlm.stop_token_ids`.
-    Stop ids must be non-empty and must not be suppressed (a banned stop token could never end
-    a response).
-
-    Example (real Qwen2.5 tokenizer): ``(None, None)`` → ``([151652, ..., 151656], [151643,
-    151645])``.
-    """
-    vocab_size = len(getattr(tokenizer, "tokenizer", tokenizer))
-    suppressed = sorted(
-        set(
-            vision_token_ids(tokenizer)
-            if suppress_token_ids is None
-            else check_token_ids("suppress_token_ids", suppress_token_ids, vocab_size)
-        )
-    )
-    stops = sorted(
-        set(
-            stop_token_ids(tokenizer)
-            if stop_ids is None
-            else check_token_ids("stop_ids", stop_ids, vocab_size)
-        )
-    )
-    if not stops:
-        raise ValueError("stop_ids must name at least one token")
-    if set(stops) & set(suppressed):
-        raise ValueError(
-            f"stop ids {stops} and suppressed ids {suppressed} overlap: a suppressed stop token "
-            "could never end a response"
-        )
-    return suppressed, stops
 
 
 def banned_token_texts(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
