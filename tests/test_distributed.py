@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_run import tiny_config
+from tiny_run import scripted_output, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
@@ -116,7 +116,6 @@ class ScriptedEngine:
         return next(i for i, images in cache.items() if images[0] is request.images[0])
 
     def generate(self, requests: list, params: Any) -> list:
-        from care.rollout.base import RolloutOutput
 
         probe = torch.tensor([[self.stop] * 3], device=self.trainer.accelerator.device)
         with torch.no_grad():
@@ -134,16 +133,7 @@ class ScriptedEngine:
                     text = f"<think>\nchecked {sample}\n</think>\n<answer>{answer}</answer>"
                 else:
                     text = f"<think>\nguess {sample}\n</think>\n<answer>zzz{sample}</answer>"
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.stop]
-                samples.append(
-                    RolloutOutput(
-                        prompt_ids=[],
-                        response_ids=ids,
-                        text=text,
-                        logprobs=[-1.0] * len(ids),
-                        finish_reason="stop",
-                    )
-                )
+                samples.append(scripted_output(self.tokenizer, self.stop, text))
             out.append(samples)
         return out
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import tiny_config
+from tiny_run import scripted_output, tiny_config
 
 from care.config import config_from_dict
 from care.data import DataError
 from care.data.synth import write_synthetic_dataset
-from care.rollout.base import RolloutOutput
 from care.runlog import RunReader
 from care.train.trainer import Trainer
 
@@ -99,16 +98,7 @@ class ScriptedEngine:
                 text = self.script(
                     question, self.answers[question], sample, bool(request.assistant_prefix)
                 )
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.stop]
-                samples.append(
-                    RolloutOutput(
-                        prompt_ids=[],
-                        response_ids=ids,
-                        text=text,
-                        logprobs=[-1.0] * len(ids),
-                        finish_reason="stop",
-                    )
-                )
+                samples.append(scripted_output(self.tokenizer, self.stop, text))
             out.append(samples)
         return out
 

@@ -34,3 +34,14 @@ def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
     return cfg
+
+
+def scripted_output(tokenizer, stop_id: int, text: str):
+    """A RolloutOutput for a scripted response (test double for a sampler): the text's ids plus
+    the stop token; dummy sampler log-probs, since the trainer recomputes old log-probs itself."""
+    from care.rollout.base import RolloutOutput
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [stop_id]
+    return RolloutOutput(
+        prompt_ids=[], response_ids=ids, text=text, logprobs=[-1.0] * len(ids), finish_reason="stop"
+    )
