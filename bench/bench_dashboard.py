@@ -19,14 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from analysis_app import data, figures, tables
-from analysis_app.synthetic import write_synthetic_run
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the run-folder builder lives with the tests
 
-SIGNAL_PAGE = Path(__file__).resolve().parents[1] / "analysis_app" / "pages" / "training_signal.py"
+from fixtures.runs import write_synthetic_run  # noqa: E402
+
+from analysis_app import data, figures, tables  # noqa: E402
+
+SIGNAL_PAGE = ROOT / "analysis_app" / "pages" / "training_signal.py"
 BUDGET_WARM_S = 2.0
 
 

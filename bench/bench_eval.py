@@ -1,7 +1,7 @@
 """Evaluation throughput of ``care_vlm``: samples per second at batch 1 vs batched, in ONE run.
 
 The requests are what lmms-eval hands the model for ``care_synth``: the fixture split's rows
-(``evaluation.fixtures``), turned into the training prompt by the task's own
+(``tests/fixtures/benchmarks.py``), turned into the training prompt by the task's own
 ``doc_to_messages`` and decoded through `evaluation.model.CareVLM.generate_until` (the HF
 rollout engine). The model is the tiny random-weight Qwen2.5-VL, which never emits the stop
 token early, so every sample decodes exactly ``--max-new-tokens`` tokens and both settings do
@@ -28,10 +28,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the benchmark fixtures live with the tests
+
+from fixtures.benchmarks import write_fixtures  # noqa: E402
 
 from care.models.tokenizer import train_tiny_bpe_tokenizer  # noqa: E402
 from care.models.vlm import build_tiny_vlm, save_policy  # noqa: E402
-from evaluation.fixtures import write_fixtures  # noqa: E402
 from evaluation.model import CareVLM  # noqa: E402
 from evaluation.tasks import doc_to_messages, load_task_docs  # noqa: E402
 

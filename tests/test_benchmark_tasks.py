@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from fixtures.benchmarks import MARKER_FILE, write_fixtures
 from PIL import Image
 
 from care.data import load_examples
 from care.prompts import PROMPT_VERSION, SYSTEM_PROMPT, build_messages
 from evaluation import tasks
-from evaluation.fixtures import MARKER_FILE, write_fixtures
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "benchmarks_cfg"
 THINK = "<think>counting carefully</think>\n"

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fixtures.benchmarks import write_fixtures
 from typer.testing import CliRunner
 
 from care.cli import app
@@ -28,7 +29,6 @@ from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
 from care.rollout.base import SamplingParams
-from evaluation.fixtures import write_fixtures
 from evaluation.model import CareVLM, cut_at_stop_strings, resolve_sampling
 from evaluation.results import (
     BenchmarkResult,

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("plotly", reason="exports need the 'app' extra: pip install -e '.[app]'")
 
+from fixtures.runs import write_synthetic_run  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from analysis_app import data, export, figures  # noqa: E402
-from analysis_app.synthetic import write_synthetic_run  # noqa: E402
 from care.cli import app as care_cli  # noqa: E402
 
 HAS_BROWSER = export.find_browser() is not None
