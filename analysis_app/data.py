@@ -36,6 +36,7 @@ from care.runlog import (
     sample_file,
 )
 from care.runlog.layout import SAMPLES_DIR, sample_step_of
+from evaluation.benchmarks import BENCHMARKS
 
 RUNS_DIR_ENV = "CARE_RUNS_DIR"
 """Environment variable naming the folder the dashboard lists runs under."""
@@ -492,7 +493,8 @@ def load_eval(run_dir: Path) -> EvalLog:
 class PaperReference:
     """The paper's main table.
 
-    benchmarks: key -> {"task": care task name, "name": display name}, in the paper's order.
+    benchmarks: key -> {"task": care task name, "name": the registry's display name}, in the
+        paper's order.
     rows: one row per model line: columns "model", "base", "method", one per benchmark key (in %,
         NaN when not reported) and "macro".
     """
@@ -526,17 +528,17 @@ def _read_paper_reference(path: Path) -> PaperReference:
         raise ValueError(f"paper reference {path}: expected a mapping at the top")
     raw_benchmarks = document.get("benchmarks")
     if not isinstance(raw_benchmarks, dict) or not raw_benchmarks:
-        raise ValueError(f"paper reference {path}: 'benchmarks' must map keys to tasks")
+        raise ValueError(f"paper reference {path}: 'benchmarks' must map keys to care tasks")
     order = document.get("benchmark_order") or list(raw_benchmarks)
     benchmarks: dict[str, dict[str, str]] = {}
     for bench_key in order:
-        info = raw_benchmarks.get(bench_key)
-        if not isinstance(info, dict) or "task" not in info:
-            raise ValueError(f"paper reference {path}: benchmarks.{bench_key} needs a 'task'")
-        benchmarks[bench_key] = {
-            "task": str(info["task"]),
-            "name": str(info.get("name", bench_key)),
-        }
+        task = raw_benchmarks.get(bench_key)
+        if task not in BENCHMARKS:
+            raise ValueError(
+                f"paper reference {path}: benchmarks.{bench_key} must name a care task of "
+                f"evaluation/benchmarks.py, got {task!r}"
+            )
+        benchmarks[bench_key] = {"task": task, "name": BENCHMARKS[task].name}
     table = document.get("main_table")
     if not isinstance(table, list):
         raise ValueError(f"paper reference {path}: 'main_table' must be a list of rows")

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from care.prompts import PROMPT_VERSION
+from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
     build_table,
@@ -54,16 +55,7 @@ from evaluation.results import (
     to_csv,
     to_markdown,
 )
-from evaluation.tasks import (
-    DATA_ROOT_ENV,
-    EXPECTED_COLUMNS,
-    GROUPS,
-    SYNTH_DIR_ENV,
-    TASK_SOURCES,
-    TASKS,
-    check_columns,
-    expand_tasks,
-)
+from evaluation.tasks import DATA_ROOT_ENV, SYNTH_DIR_ENV, check_columns, expand_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INCLUDE_PATH = REPO_ROOT / "benchmarks_cfg"
@@ -208,7 +200,7 @@ def check_data(benchmark: str, data_root: Path) -> list[dict[str, Any]]:
         except ValueError as error:
             message = str(error)
             if "expected columns" not in message:
-                message += f"; expected columns of {task}: {EXPECTED_COLUMNS[task]}"
+                message += f"; expected columns of {task}: {list(BENCHMARKS[task].columns)}"
             raise EvalError(message) from error
     return resolved
 
@@ -220,9 +212,9 @@ def check_data_root(data_root: Path, benchmarks: Sequence[str]) -> None:
         return
     lines = [f"data root {data_root} does not exist or is not a folder; it must hold:"]
     for benchmark in benchmarks:
-        task = expand_tasks([benchmark])[0]
-        where = TASK_SOURCES[task].repo if task in TASK_SOURCES else "care_synth/test.jsonl"
-        lines.append(f"  {benchmark}: <data-root>/{where}, columns {EXPECTED_COLUMNS[task]}")
+        record = BENCHMARKS[expand_tasks([benchmark])[0]]
+        where = record.repo or f"{SYNTH_FOLDER}/test.jsonl"
+        lines.append(f"  {benchmark}: <data-root>/{where}, columns {list(record.columns)}")
     raise EvalError("\n".join(lines))
 
 
