@@ -36,7 +36,7 @@ from care.runlog import (
     sample_file,
 )
 from care.runlog.layout import SAMPLES_DIR, sample_step_of
-from evaluation.benchmarks import BENCHMARKS
+from evaluation.benchmarks import BENCHMARKS, MacroAverage, macro_average
 
 RUNS_DIR_ENV = "CARE_RUNS_DIR"
 """Environment variable naming the folder the dashboard lists runs under."""
@@ -631,23 +631,19 @@ class RunSummary:
     warnings: list[str]
 
 
-def macro_of(eval_frame: pd.DataFrame, main_tasks: set[str] | None = None) -> pd.Series:
-    """Macro-average accuracy (fraction) per checkpoint: the unweighted mean over its tasks.
+def macro_of(eval_frame: pd.DataFrame) -> dict[str, MacroAverage]:
+    """`evaluation.benchmarks.macro_average` of each checkpoint's task accuracies, by checkpoint
+    in the frame's order (checkpoints with no finite accuracy are left out).
 
-    When a checkpoint has any of `main_tasks` (the paper's six benchmarks), only those count, so
-    MathVerse's per-version sub-tasks do not weigh in twice; otherwise every task counts.
-
-    Example: tasks a = 0.5, b = 0.7 at step_10 -> ``macro_of(frame)["step_10"] == 0.6``.
+    Example: care_mathvista 0.5, care_mmmu 0.7, care_synth 0.1 at step_10 ->
+    ``macro_of(frame)["step_10"].value == 0.6`` over the two paper benchmarks.
     """
-    if eval_frame.empty:
-        return pd.Series(dtype=np.float64)
-    main_tasks = main_tasks or set()
-    result = {}
+    result: dict[str, MacroAverage] = {}
     for checkpoint, rows in eval_frame.groupby("checkpoint", sort=False):
-        main = rows[rows["task"].isin(main_tasks)]
-        chosen = main if len(main) else rows
-        result[checkpoint] = float(chosen["accuracy"].mean())
-    return pd.Series(result, dtype=np.float64)
+        macro = macro_average(dict(zip(rows["task"], rows["accuracy"], strict=True)))
+        if macro is not None:
+            result[str(checkpoint)] = macro
+    return result
 
 
 def last_value(frame: pd.DataFrame, column: str) -> float:
@@ -658,7 +654,7 @@ def last_value(frame: pd.DataFrame, column: str) -> float:
     return float(values.iloc[-1]) if len(values) else math.nan
 
 
-def summarise_run(root: Path, run_dir: Path, main_tasks: set[str] | None = None) -> RunSummary:
+def summarise_run(root: Path, run_dir: Path) -> RunSummary:
     """Everything the Runs page shows about one run; never raises for a damaged run.
 
     A run whose meta.json or config cannot be read is listed with status "unreadable" and the
@@ -680,7 +676,7 @@ def summarise_run(root: Path, run_dir: Path, main_tasks: set[str] | None = None)
     warnings.extend(steps.warnings)
     evaluation = load_eval(run_dir)
     warnings.extend(evaluation.warnings)
-    macros = macro_of(evaluation.frame, main_tasks)
+    macros = list(macro_of(evaluation.frame).values())
     frame = steps.frame
     return RunSummary(
         name=name,
@@ -690,7 +686,7 @@ def summarise_run(root: Path, run_dir: Path, main_tasks: set[str] | None = None)
         steps=len(frame),
         last_step=int(frame["step"].iloc[-1]) if len(frame) else None,
         last_accuracy=last_value(frame, "acc/mean"),
-        eval_macro=float(macros.iloc[-1]) if len(macros) else math.nan,
+        eval_macro=macros[-1].value if macros else math.nan,
         status=status,
         last_log_time=last_value(frame, "time"),
         warnings=warnings,

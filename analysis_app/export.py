@@ -273,7 +273,7 @@ def export_runs(
         if figures.has_metrics(steps, [metric]):
             named[name] = figures.smoothed_metric_figure(steps, metric, smoothing)
     if len(evaluation):
-        macros = tables.checkpoint_macros(evaluation, paper)
+        macros = tables.checkpoint_macros(evaluation)
         named["eval_accuracy"] = figures.eval_accuracy_figure(evaluation, macros)
     paths, engine_used, notices = write_figures(named, out_dir, formats=formats, engine=engine)
     report.files += paths

@@ -242,23 +242,24 @@ def _benchmark_column(task: str, paper: PaperReference | None) -> str:
     return paper.benchmarks[key]["name"] if key is not None else task
 
 
-def checkpoint_macros(eval_frame: pd.DataFrame, paper: PaperReference | None) -> pd.DataFrame:
-    """Macro average (fraction) per (run, checkpoint): columns run, checkpoint, checkpoint_step, macro."""
-    main_tasks = set(paper.key_of_task()) if paper is not None else set()
+def checkpoint_macros(eval_frame: pd.DataFrame) -> pd.DataFrame:
+    """The macro average (`analysis_app.data.macro_of`) per (run, checkpoint): columns run,
+    checkpoint, checkpoint_step, macro (fraction) and tasks (how many benchmarks it covers).
+
+    Example: run "care" with care_mathvista 0.6 and care_mmmu 0.7 at step_10 ->
+    one row ``("care", "step_10", 10.0, 0.65, 2)``.
+    """
     rows = []
     for run, run_rows in eval_frame.groupby("run", sort=False):
-        macros = macro_of(run_rows, main_tasks)
         steps = run_rows.drop_duplicates("checkpoint").set_index("checkpoint")["checkpoint_step"]
-        for checkpoint, macro in macros.items():
-            tasks = run_rows.loc[run_rows["checkpoint"] == checkpoint, "task"]
-            main = tasks[tasks.isin(main_tasks)]
+        for checkpoint, macro in macro_of(run_rows).items():
             rows.append(
                 {
                     "run": run,
                     "checkpoint": checkpoint,
                     "checkpoint_step": steps[checkpoint],
-                    "macro": macro,
-                    "tasks": int(len(main) if len(main) else len(tasks)),
+                    "macro": macro.value,
+                    "tasks": len(macro.tasks),
                 }
             )
     return pd.DataFrame(rows, columns=["run", "checkpoint", "checkpoint_step", "macro", "tasks"])
@@ -274,8 +275,8 @@ def eval_table(
     paper's rows (index "paper: <model>").
 
     Benchmarks the paper reports are named as in the paper and come first in its order; other
-    tasks (e.g. care_synth) follow. The run rows' macro is `analysis_app.data.macro_of`: over the
-    paper's benchmarks when the checkpoint has any, else over all its tasks.
+    tasks (e.g. care_synth) follow. The run rows' macro is `evaluation.benchmarks.macro_average`:
+    over the paper's benchmarks when the checkpoint has any, else over all its tasks.
 
     Example: run "care" at step_10 with care_mathvista 0.70 ->
     ``table.loc["care @ step_10", "MathVista"] == 70.0``.
@@ -283,7 +284,7 @@ def eval_table(
     paper_columns = [info["name"] for info in paper.benchmarks.values()] if paper else []
     run_rows: dict[str, dict[str, float]] = {}
     extra_columns: list[str] = []
-    macros = checkpoint_macros(eval_frame, paper) if len(eval_frame) else None
+    macros = checkpoint_macros(eval_frame) if len(eval_frame) else None
     for record in eval_frame.itertuples(index=False):
         label = f"{record.run} @ {record.checkpoint}"
         column = _benchmark_column(record.task, paper)

@@ -1,4 +1,4 @@
-"""The benchmark registry: one record per care_* task.
+"""The benchmark registry: one record per care_* task, and the paper's macro average.
 
 Each `Benchmark` says everything the project knows about one task: the hub repository it mirrors,
 the files of the evaluated split under a data root, the public columns those files must have,
@@ -9,12 +9,19 @@ them all; groups (`GROUPS`) and the MathVerse versions are derived from it, not 
 This module imports nothing heavy, so the dashboard and the result tables read the registry
 without loading the verifier.
 
-    >>> BENCHMARKS["care_mmmu_pro_vis"].columns
-    ('id', 'image', 'options', 'answer', 'subject')
+The macro average is defined here once (`macro_average`) and used by ``care eval``'s table,
+the dashboard and the exports:
+
+    >>> macro_average({"care_mathvista": 0.75, "care_mmmu": 0.5, "care_synth": 0.125})
+    MacroAverage(value=0.625, tasks=('care_mathvista', 'care_mmmu'))
+    >>> macro_average({"care_synth": 0.25}).value
+    0.25
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 MMMU_IMAGE_COLUMNS: tuple[str, ...] = tuple(f"image_{index}" for index in range(1, 8))
@@ -261,7 +268,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 """Group → its members; care_mathverse's score is the size-weighted mean of its five versions
 (= accuracy over all 3,940 rows), care_six's is the unweighted mean of the six (the paper's
-macro average)."""
+macro average, `macro_average`)."""
 
 SYNTH_FOLDER = "care_synth"
 """care_synth reads ``<data-root>/care_synth/test.jsonl`` (or a synthetic dataset folder itself)."""
@@ -286,3 +293,55 @@ def get_benchmark(task: str) -> Benchmark:
             f"unknown task {task!r}; known tasks: {list(TASKS)}, groups: {list(GROUPS)}"
         )
     return found
+
+
+@dataclass(frozen=True)
+class MacroAverage:
+    """A macro average and the tasks it was taken over.
+
+    value: the unweighted mean accuracy (a fraction) over `tasks`.
+    tasks: the tasks averaged, in the order given.
+    """
+
+    value: float
+    tasks: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """True when it covers all six of the paper's benchmarks (the paper's "avg" column)."""
+        return set(self.tasks) == set(PAPER_BENCHMARKS)
+
+
+def macro_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
+    """The tasks a macro average is taken over: the paper's six among `tasks` when any of them
+    is there, else every task given (a run evaluated only on care_synth still gets a number).
+
+    MathVerse versions evaluated one by one are never mixed into a macro with care_mathverse:
+    only the whole benchmark is one of the six.
+
+    Example: ``macro_tasks(["care_synth", "care_mmmu", "care_mathvista"])`` →
+    ``("care_mmmu", "care_mathvista")``; ``macro_tasks(["care_synth"])`` → ``("care_synth",)``.
+    """
+    given = tuple(dict.fromkeys(tasks))
+    paper = tuple(task for task in given if task in PAPER_BENCHMARKS)
+    return paper if paper else given
+
+
+def macro_average(accuracy_by_task: Mapping[str, float]) -> MacroAverage | None:
+    """The macro average of per-task accuracies (fractions) over `macro_tasks`.
+
+    NaN accuracies (a task that logged no number) are left out before choosing the tasks;
+    None when nothing is left.
+
+    Example: ``macro_average({"care_mathvista": 0.75, "care_mmmu": 0.5, "care_synth": 0.125})``
+    → ``MacroAverage(value=0.625, tasks=("care_mathvista", "care_mmmu"))``.
+    """
+    finite = {
+        task: float(value)
+        for task, value in accuracy_by_task.items()
+        if value is not None and math.isfinite(float(value))
+    }
+    members = macro_tasks(finite)
+    if not members:
+        return None
+    return MacroAverage(math.fsum(finite[task] for task in members) / len(members), members)

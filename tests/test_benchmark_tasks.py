@@ -491,6 +491,23 @@ def test_registry_holds_one_consistent_record_per_task() -> None:
         benchmarks.get_benchmark("care_mmlu")
 
 
+def test_macro_average_takes_the_papers_six_when_present_else_every_task() -> None:
+    partial = benchmarks.macro_average(
+        {"care_mathvista": 0.75, "care_synth": 0.125, "care_mmmu": 0.5}
+    )
+    assert partial.value == 0.625 and partial.tasks == ("care_mathvista", "care_mmmu")
+    assert not partial.complete
+    six = dict.fromkeys(benchmarks.PAPER_BENCHMARKS, 0.5) | {"care_mathvista": 0.8}
+    full = benchmarks.macro_average({**six, "care_synth": 0.0})
+    assert full.value == pytest.approx(0.55) and full.complete  # (0.8 + 5 x 0.5) / 6
+    assert benchmarks.macro_average({"care_synth": 0.25}).tasks == ("care_synth",)
+    # A MathVerse version on its own is not the benchmark: no paper task, so all tasks count.
+    versions = benchmarks.macro_average({"care_mathverse_text_lite": 0.5, "care_synth": 1.0})
+    assert versions.value == 0.75
+    assert benchmarks.macro_average({"care_mmmu": float("nan")}) is None
+    assert benchmarks.macro_average({"care_mmmu": float("nan"), "care_synth": 0.5}).value == 0.5
+
+
 # ---------------------------------------------------------------- task YAMLs
 
 
@@ -542,7 +559,9 @@ def test_every_task_yaml_resolves_against_the_data_root(
             if isinstance(value, _FunctionTag):
                 assert getattr(utils, value.name.removeprefix("utils.")) is not None, (name, key)
         resolved = tasks.check_columns(name, data_root)
-        assert getattr(utils, config["dataset_path"].name.removeprefix("utils.")) == resolved["format"]
+        assert (
+            getattr(utils, config["dataset_path"].name.removeprefix("utils.")) == resolved["format"]
+        )
         kwargs = getattr(utils, config["dataset_kwargs"].name.removeprefix("utils."))
         assert kwargs == {"data_files": {config["test_split"]: resolved["files"]}}
         assert config["test_split"] == benchmarks.BENCHMARKS[name].split
@@ -599,7 +618,9 @@ def test_task_yamls_load_in_lmms_eval(
     }.items():
         monkeypatch.setenv(name, value)
     manager = lmms_tasks.TaskManager(include_path=str(CONFIG_DIR), include_defaults=False)
-    assert set(manager.all_tasks) == (set(benchmarks.TASKS) - {"care_mathverse"}) | set(benchmarks.GROUPS)
+    assert set(manager.all_tasks) == (set(benchmarks.TASKS) - {"care_mathverse"}) | set(
+        benchmarks.GROUPS
+    )
     task_dict = lmms_tasks.get_task_dict(["care_six", "care_synth"], manager, "chat")
     leaves = {}
     for value in task_dict.values():
@@ -637,6 +658,12 @@ def test_paper_reference_macro_is_the_mean_of_the_six() -> None:
             assert None in scores
             continue
         assert abs(statistics.mean(scores) - row["macro"]) <= 0.005 + 1e-9, row["model"]
+        by_task = {
+            reference["benchmarks"][key]: score / 100
+            for key, score in zip(order, scores, strict=True)
+        }
+        macro = benchmarks.macro_average(by_task)
+        assert macro.complete and abs(100 * macro.value - row["macro"]) <= 0.005 + 1e-9
         checked += 1
     assert checked == 6
     care = next(r for r in reference["main_table"] if r["model"] == "Qwen2.5-VL-7B-Instruct + CARE")

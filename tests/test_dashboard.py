@@ -182,9 +182,10 @@ def test_eval_rows_and_macro_per_checkpoint(runs_root: Path) -> None:
     frame = data.load_eval(runs_root / "care").frame
     assert frame["checkpoint"].tolist() == ["step_10", "step_10", "step_30", "step_30"]
     assert frame["checkpoint_step"].tolist() == [10.0, 10.0, 30.0, 30.0]
-    macros = data.macro_of(frame, {"care_mathvista", "care_mmmu"})
-    assert macros["step_10"] == pytest.approx(0.65)
-    assert macros["step_30"] == pytest.approx(0.68)
+    macros = data.macro_of(frame)
+    assert macros["step_10"].value == pytest.approx(0.65)
+    assert macros["step_30"].value == pytest.approx(0.68)
+    assert macros["step_30"].tasks == ("care_mathvista", "care_mmmu")
 
 
 def test_eval_summary_without_accuracy_is_a_warning(tmp_path: Path) -> None:
@@ -282,7 +283,7 @@ def test_signal_figures_leave_out_metrics_a_run_never_logged(runs_root: Path) ->
 
 def test_eval_accuracy_figure_plots_percent_per_checkpoint_and_macro(runs_root: Path) -> None:
     evaluation, _ = data.eval_of_runs({"care": runs_root / "care"})
-    macros = tables.checkpoint_macros(evaluation, data.load_paper_reference())
+    macros = tables.checkpoint_macros(evaluation)
     figure = figures.eval_accuracy_figure(evaluation, macros)
     by_name = {trace.name: trace for trace in figure.data}
     assert list(by_name["care · care_mathvista"].y) == pytest.approx([70.0, 74.0])

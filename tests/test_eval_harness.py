@@ -29,6 +29,7 @@ from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
 from care.rollout.base import SamplingParams
+from evaluation.benchmarks import PAPER_BENCHMARKS
 from evaluation.model import CareVLM, cut_at_stop_strings, resolve_sampling
 from evaluation.results import (
     BenchmarkResult,
@@ -342,27 +343,36 @@ def test_results_table_macro_average_and_seed_spread_match_hand_computation():
     # care_mmmu: mean 0.30, std sqrt((0.01 + 0.01 + 0.04) / 2) = 0.173205.
     assert table.rows[1].mean == pytest.approx(0.30)
     assert table.rows[1].std == pytest.approx(0.1732051, abs=1e-7)
-    # Per-seed macros 0.5, 0.566667, 0.733333 → mean 0.6, std sqrt(0.0288889 / 2) = 0.120185.
-    assert table.macro.mean == pytest.approx(0.60)
-    assert table.macro.std == pytest.approx(0.1201850, abs=1e-7)
-    assert table.macro.n == 60
+    # The macro is the paper's: care_synth is no paper benchmark and stays out of it. Per-seed
+    # macros (0.5 + 0.2) / 2 = 0.35, 0.40, 0.60 → mean 0.45, std sqrt(0.035 / 2) = 0.132288.
+    assert table.macro.mean == pytest.approx(0.45)
+    assert table.macro.std == pytest.approx(0.1322876, abs=1e-7)
+    assert table.macro.n == 30
+    assert table.macro.label == "macro average (2 of 6)"
     assert to_markdown(table).splitlines() == [
         "| benchmark | n | seeds | accuracy (%) |",
         "|---|---:|---:|---:|",
         "| care_mathvista | 10 | 3 | 60.00 ± 10.00 |",
         "| care_mmmu | 20 | 3 | 30.00 ± 17.32 |",
         "| care_synth | 30 | 3 | 90.00 ± 10.00 |",
-        "| macro average | 60 | 3 | 60.00 ± 12.02 |",
+        "| macro average (2 of 6) | 30 | 3 | 45.00 ± 13.23 |",
     ]
-    assert to_csv(table).splitlines()[-1] == "macro average,60,0 1 2,60.0000,12.0185"
+    assert to_csv(table).splitlines()[-1] == "macro average (2 of 6),30,0 1 2,45.0000,13.2288"
+    six = build_table(
+        [BenchmarkResult(task, {0: 0.5}) for task in PAPER_BENCHMARKS]
+        + [BenchmarkResult("care_synth", {0: 1.0})]
+    )
+    assert (six.macro.label, six.macro.mean) == ("macro average", 0.5)
 
 
 def test_results_table_with_one_seed_or_mismatched_seeds():
     single = build_table(
         [BenchmarkResult("care_mmmu", {0: 0.451}), BenchmarkResult("care_synth", {0: 0.25})]
     )
-    assert single.macro.mean == pytest.approx(0.3505) and single.macro.std is None
-    assert to_markdown(single).splitlines()[-1] == "| macro average |  | 1 | 35.05 |"
+    assert single.macro.mean == pytest.approx(0.451) and single.macro.std is None
+    assert to_markdown(single).splitlines()[-1] == "| macro average (1 of 6) |  | 1 | 45.10 |"
+    alone = build_table([BenchmarkResult("care_synth", {0: 0.25})])
+    assert (alone.macro.label, alone.macro.mean) == ("macro average (care_synth)", 0.25)
     mixed = build_table([BenchmarkResult("a", {0: 0.5}), BenchmarkResult("b", {0: 0.5, 1: 0.7})])
     assert mixed.macro is None
     assert mean_std([0.4]) == (0.4, None)
