@@ -23,6 +23,7 @@ from analysis_app.figures import (
     VARIANCE_RATIO_METRICS,
 )
 from care.metrics.smoothness import debiased_ema, smoothness_summary
+from care.tables import csv_table, markdown_table
 
 Direction = Literal["max", "min"]
 
@@ -604,19 +605,41 @@ def to_markdown(
     digits: int = 3,
     marks: pd.DataFrame | None = None,
 ) -> str:
-    """A GitHub Markdown table (via tabulate); best cells in **bold**, NaN -> "–"."""
+    """A GitHub Markdown table (`care.tables.markdown_table`); best cells in **bold**, NaN -> "–".
+
+    The index becomes the first column; numeric columns are right-aligned.
+    """
     best = BEST_DIRECTION if best is None else best
     marks = best_cells(frame, best) if marks is None else marks
     cells = _formatted(frame, digits, "–")
     cells = cells.where(~marks, "**" + cells + "**")
-    cells.index = [str(i) for i in cells.index]
-    cells.index.name = frame.index.name or ""
+    header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
+    rows = [
+        [str(label), *values]
+        for label, values in zip(frame.index, cells.values.tolist(), strict=True)
+    ]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
-    # Cells are already formatted text: tabulate must not re-parse "0.400" into 0.4.
-    alignment = ["left", *("right" if n else "left" for n in numeric)]
-    return cells.to_markdown(colalign=alignment, disable_numparse=True) + "\n"
+    alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
+    return markdown_table(header, rows, alignment)
+
+
+def _csv_cell(value: Any) -> str:
+    """Full precision (6 significant digits) for floats, empty for a missing value."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float | np.floating):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    """CSV with the index as the first column and full precision; NaN as an empty field."""
-    return frame.to_csv(float_format="%.6g")
+    """CSV (`care.tables.csv_table`) with the index as the first column; NaN as an empty field.
+
+    Example: index "run_b", acc/mean 0.7 -> the line ``run_b,0.7``.
+    """
+    header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
+    rows = [
+        [str(label), *(_csv_cell(value) for value in values)]
+        for label, values in zip(frame.index, frame.astype(object).values.tolist(), strict=True)
+    ]
+    return csv_table(header, rows)

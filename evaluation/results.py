@@ -13,21 +13,19 @@ seed-to-seed spread of the macro average itself; it needs its benchmarks to shar
     ...     BenchmarkResult("care_mmmu", {0: 0.25, 1: 0.35}, n=20),
     ...     BenchmarkResult("care_synth", {0: 0.75, 1: 0.85}, n=20),
     ... ])
-    >>> print(to_markdown(table))
-    | benchmark | n | seeds | accuracy (%) |
-    |---|---:|---:|---:|
-    | care_mathvista | 10 | 2 | 55.00 ± 7.07 |
-    | care_mmmu | 20 | 2 | 30.00 ± 7.07 |
-    | care_synth | 20 | 2 | 80.00 ± 7.07 |
-    | macro average (2 of 6) | 30 | 2 | 42.50 ± 7.07 |
+    >>> print(to_markdown(table), end="")
+    | benchmark              |   n | seeds | accuracy (%) |
+    |:-----------------------|----:|------:|-------------:|
+    | care_mathvista         |  10 |     2 | 55.00 ± 7.07 |
+    | care_mmmu              |  20 |     2 | 30.00 ± 7.07 |
+    | care_synth             |  20 |     2 | 80.00 ± 7.07 |
+    | macro average (2 of 6) |  30 |     2 | 42.50 ± 7.07 |
 
 `load_results` reads the ``<task>.json`` summaries `evaluation.runner` writes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -35,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from care.tables import csv_table, markdown_table
 from evaluation.benchmarks import PAPER_BENCHMARKS, macro_tasks
 
 MACRO_LABEL = "macro average"
@@ -159,34 +158,34 @@ def format_percent(mean: float, std: float | None, digits: int = 2) -> str:
 
 def to_markdown(table: ResultsTable, failed: Sequence[str] = ()) -> str:
     """A Markdown table (accuracy in percent); `failed` benchmarks get a line saying so."""
-    lines = ["| benchmark | n | seeds | accuracy (%) |", "|---|---:|---:|---:|"]
-    for row in (*table.rows, *([table.macro] if table.macro else [])):
-        n = "" if row.n is None else str(row.n)
-        lines.append(
-            f"| {row.label} | {n} | {len(row.seeds)} | {format_percent(row.mean, row.std)} |"
-        )
-    for task in failed:
-        lines.append(f"| {task} | | | failed |")
-    return "\n".join(lines)
+    rows = [
+        [
+            row.label,
+            "" if row.n is None else str(row.n),
+            str(len(row.seeds)),
+            format_percent(row.mean, row.std),
+        ]
+        for row in (*table.rows, *([table.macro] if table.macro else []))
+    ]
+    rows += [[task, "", "", "failed"] for task in failed]
+    # Callers print it or add their own line end.
+    return markdown_table(["benchmark", "n", "seeds", "accuracy (%)"], rows, "lrrr").rstrip("\n")
 
 
 def to_csv(table: ResultsTable) -> str:
     """CSV with one line per benchmark and the macro line: percent, 4 decimals; empty std for
     a single seed. Columns: benchmark, n, seeds, accuracy_mean, accuracy_std."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"])
-    for row in (*table.rows, *([table.macro] if table.macro else [])):
-        writer.writerow(
-            [
-                row.label,
-                "" if row.n is None else row.n,
-                " ".join(str(seed) for seed in row.seeds),
-                f"{100 * row.mean:.4f}",
-                "" if row.std is None else f"{100 * row.std:.4f}",
-            ]
-        )
-    return buffer.getvalue()
+    rows = [
+        [
+            row.label,
+            "" if row.n is None else str(row.n),
+            " ".join(str(seed) for seed in row.seeds),
+            f"{100 * row.mean:.4f}",
+            "" if row.std is None else f"{100 * row.std:.4f}",
+        ]
+        for row in (*table.rows, *([table.macro] if table.macro else []))
+    ]
+    return csv_table(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"], rows)
 
 
 def load_results(out_dir: str | Path, tasks: Sequence[str]) -> list[BenchmarkResult]:

@@ -130,12 +130,8 @@ class EvalReport:
         return not self.failures
 
     def markdown(self) -> str:
-        if self.table is None:
-            return "\n".join(
-                ["| benchmark | failed |", "|---|---|"]
-                + [f"| {t} | failed |" for t in self.failures]
-            )
-        return to_markdown(self.table, failed=list(self.failures))
+        table = self.table if self.table is not None else ResultsTable((), None)
+        return to_markdown(table, failed=list(self.failures))
 
     def csv(self) -> str:
         return "" if self.table is None else to_csv(self.table)
