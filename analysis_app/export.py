@@ -264,11 +264,7 @@ def export_runs(
                     digits=2,
                 )
 
-    named = {
-        name: figure
-        for name, figure in figures.signal_figures(steps, smoothing).items()
-        if figures.has_metrics(steps, _FIGURE_METRICS[name])
-    }
+    named = figures.signal_figures(steps, smoothing, logged_only=True)
     for metric, name in (("acc/mean", "accuracy"), ("reward/mean", "reward")):
         if figures.has_metrics(steps, [metric]):
             named[name] = figures.smoothed_metric_figure(steps, metric, smoothing)
@@ -280,11 +276,3 @@ def export_runs(
     report.figure_engine = engine_used
     report.notices += notices
     return report
-
-
-_FIGURE_METRICS = {
-    "failure_share": figures.FAILURE_SHARE_METRICS,
-    "group_types": figures.GROUP_TYPE_METRICS,
-    "rescue_rgr": figures.RESCUE_RGR_METRICS,
-    "variance_ratio": figures.VARIANCE_RATIO_METRICS,
-}

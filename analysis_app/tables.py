@@ -16,12 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis_app.data import PaperReference, RunSummary, macro_of
-from analysis_app.figures import (
-    FAILURE_SHARE_METRICS,
-    GROUP_TYPE_METRICS,
-    RESCUE_RGR_METRICS,
-    VARIANCE_RATIO_METRICS,
-)
+from analysis_app.figures import SIGNAL_METRICS
 from care.metrics.smoothness import debiased_ema, smoothness_summary
 from care.tables import csv_table, markdown_table
 
@@ -37,13 +32,7 @@ SMOOTHNESS_COLUMNS = (
     "smooth/kl_spikes",
 )
 
-SIGNAL_SUMMARY_METRICS = (
-    *FAILURE_SHARE_METRICS,
-    *GROUP_TYPE_METRICS,
-    *RESCUE_RGR_METRICS,
-    *VARIANCE_RATIO_METRICS,
-    "acc/mean",
-)
+SIGNAL_SUMMARY_METRICS = (*SIGNAL_METRICS, "acc/mean")
 
 BEST_DIRECTION: dict[str, Direction] = {
     "acc/mean": "max",

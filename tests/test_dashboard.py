@@ -279,6 +279,18 @@ def test_signal_figures_leave_out_metrics_a_run_never_logged(runs_root: Path) ->
     names = [trace.name for trace in rescue.data]
     assert "care · RGR pass rate" in names and "grpo · RGR pass rate" not in names
     assert all(trace.opacity is None for trace in rescue.data)  # smoothing 0: raw only, solid
+    assert list(figures.SIGNAL_FIGURES) == [
+        "failure_share",
+        "group_types",
+        "rescue_rgr",
+        "variance_ratio",
+    ]
+    assert len(figures.SIGNAL_METRICS) == 4 + 4 + 3 + 1
+    plain = pd.DataFrame({"run": ["sft"] * 2, "step": [1, 2], "acc/mean": [0.1, 0.2]})
+    assert list(figures.signal_figures(plain)) == list(figures.SIGNAL_FIGURES)
+    assert figures.signal_figures(plain, logged_only=True) == {}
+    only_ratio = plain.assign(**{"adv/var_ratio_neg_pos": [0.3, 0.2]})
+    assert list(figures.signal_figures(only_ratio, logged_only=True)) == ["variance_ratio"]
 
 
 def test_eval_accuracy_figure_plots_percent_per_checkpoint_and_macro(runs_root: Path) -> None:

@@ -103,7 +103,9 @@ def test_without_a_browser_figures_fall_back_to_matplotlib_and_say_so(
 def test_kaleido_with_chromium_writes_png_pdf_svg(two_runs: list[Path], tmp_path: Path) -> None:
     frame, _ = data.steps_of_runs({"care": two_runs[0], "grpo": two_runs[1]})
     paths, engine, notices = export.write_figures(
-        {"failure_share": figures.failure_share_figure(frame, 0.6)}, tmp_path, engine="kaleido"
+        {"failure_share": figures.signal_figures(frame, 0.6)["failure_share"]},
+        tmp_path,
+        engine="kaleido",
     )
     assert engine == "kaleido" and notices == []
     assert len(paths) == 3
