@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from care.prompts import PROMPT_VERSION
+from care.rollout.factory import ENGINE_NAMES
 from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
@@ -560,6 +561,8 @@ def _validated(settings: EvalSettings) -> EvalSettings:
         raise EvalError(f"temperature must be >= 0, got {settings.temperature!r}")
     if settings.top_p is not None and not 0 < settings.top_p <= 1:
         raise EvalError(f"top_p must lie in (0, 1], got {settings.top_p!r}")
+    if settings.engine not in ENGINE_NAMES:
+        raise EvalError(f"engine must be one of {list(ENGINE_NAMES)}, got {settings.engine!r}")
     include_path = Path(settings.include_path).expanduser().resolve()
     if not include_path.is_dir():
         raise EvalError(f"include_path {include_path} (the task YAML folder) does not exist")

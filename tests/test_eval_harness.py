@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -423,6 +424,18 @@ def test_lmms_eval_command_has_no_response_cache_and_names_the_task_folder(check
     assert "seed=3" in command[command.index("--model_args") + 1].split(",")
     assert command[command.index("--process_docs_parallel") + 1] == "1"
     assert "--log_samples" in command and "--use_cache" not in command
+    vllm = lmms_eval_command(replace(settings, engine="vllm"), "care_synth", 3, Path("/out"))
+    assert "engine=vllm" in vllm[vllm.index("--model_args") + 1].split(",")
+
+
+def test_care_eval_refuses_an_unknown_engine_before_running(checkpoint, data_root, quiet_env):
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--checkpoint", str(checkpoint), "--tasks", "care_synth"]
+        + ["--data-root", str(data_root), "--engine", "sglang", "--out", "/nonexistent/out"],
+    )
+    assert result.exit_code == 2
+    assert "engine must be one of ['hf', 'vllm'], got 'sglang'" in result.stderr
 
 
 @pytest.mark.slow
