@@ -496,6 +496,21 @@ def test_hard_negatives_page_shows_a_rescued_groups_pseudo_anchor(
     assert {m.label: m.value for m in app.metric}["rescued"] == "yes"
 
 
+def test_hard_negatives_page_names_a_corrupt_group_line_of_the_shown_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = write_synthetic_run(tmp_path / "runs" / "care", steps=3).run_dir
+    lines = (run / "groups.jsonl").read_text().splitlines(keepends=True)
+    lines[5] = lines[5][:40] + "\n"  # step 2, group 1: cut short
+    (run / "groups.jsonl").write_text("".join(lines))
+    groups = data.load_groups(run)
+    assert groups.steps == [1, 2, 3] and groups.warnings == []  # not parsed yet
+    app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="care", step="2", group="0")
+    shown = texts(app)
+    assert "groups.jsonl:6: invalid JSON" in shown
+    assert [g["group_id"] for g in data.load_groups(run).of_step(2)] == [0, 2, 3]
+
+
 def test_evaluation_page_tables_with_paper_rows_and_deltas(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
