@@ -1,4 +1,7 @@
-"""Policy loss, KL, aggregation, log-probs and entropy: hand-computed numbers (ALGORITHM.md s. 5-6)."""
+"""Policy loss, KL, aggregation, log-probs and entropy: hand-computed numbers.
+
+The settings are those of docs/algorithm.md sections 6 (CARE) and 7 (the baselines).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Policy-gradient losses: clipped surrogate, KL to a reference, aggregation, log-probs, entropy.
 
-ALGORITHM.md section 5 (CARE) and the loss settings of the section 6 baselines:
+docs/algorithm.md section 6 (CARE) and the loss settings of the section 7 baselines:
 
 - CARE / GRPO: token-level PPO ratio, clip range [1 - 0.2, 1 + 0.3], dual clip c = 3 for
   negative advantages, ``low_var_kl`` (k3) to the reference policy, ``token_mean`` aggregation.
@@ -47,7 +47,7 @@ K3_VALUE_CLAMP = 10.0
 
 @dataclass(frozen=True)
 class PolicyLossConfig:
-    """Settings of the clipped policy-gradient surrogate (ALGORITHM.md section 5).
+    """Settings of the clipped policy-gradient surrogate (docs/algorithm.md section 6).
 
     Attributes:
         clip_low: lower clip range; the ratio is clipped below at ``1 - clip_low``. In [0, 1).
@@ -380,7 +380,7 @@ def policy_loss(
     cfg: PolicyLossConfig,
     answer_mask: torch.Tensor | None = None,
 ) -> PolicyLossOutput:
-    """PPO clipped surrogate with dual clip on token advantages (ALGORITHM.md section 5).
+    """PPO clipped surrogate with dual clip on token advantages (docs/algorithm.md section 6).
 
     Per token, with ratio ``r`` from :func:`importance_ratio` and advantage ``A``::
 
@@ -538,7 +538,7 @@ def kl_loss(
         logp: float ``[B, L]`` current log-probs (with grad).
         ref_logp: float ``[B, L]`` reference-policy log-probs of the same tokens.
         response_mask: bool ``[B, L]`` real response tokens.
-        estimator: see :func:`kl_penalty` (default ``low_var_kl``, the spec's k3).
+        estimator: see :func:`kl_penalty` (default ``low_var_kl``: k3, docs/algorithm.md s. 6).
         aggregation, norm_length, row_mask: see :func:`aggregate_loss`.
 
     Returns:

@@ -80,7 +80,7 @@ class RegionMasks:
     """Token masks of the think and answer regions of a batch of responses.
 
     think_mask:  bool [B, L]  think content tokens; rows without ``<think>`` get the whole response
-                              (the fallback of ALGORITHM.md sections 1 and 4).
+                              (the fallback of docs/algorithm.md sections 2.2 and 5).
     answer_mask: bool [B, L]  answer content tokens as found (all False without ``<answer>``).
     has_think:   bool [B]     the response contains ``<think>``.
     has_answer:  bool [B]     the response contains ``<answer>``.

@@ -2,7 +2,7 @@
 
 The trainer needs, per rollout, the log-probability of every response token (old log-probs,
 then the update pass) and, for CARE, a rationale embedding: the last-layer hidden states mean-
-pooled over the ``<think>`` region (``shared/spec/ALGORITHM.md`` §1.2). Both come from the SAME
+pooled over the ``<think>`` region (docs/algorithm.md section 2.2). Both come from the SAME
 forward pass — a pre-hook on the output head catches the hidden states the head is about to
 project — so CARE's embeddings cost no extra pass.
 
