@@ -62,6 +62,17 @@ class Benchmark:
     problem_version: str | None = None
 
 
+# MMMU and MMMU-Pro standard share these columns, in this order, before their last ones.
+_MMMU_COLUMNS = (
+    "id",
+    "question",
+    "options",
+    "explanation",
+    *MMMU_IMAGE_COLUMNS,
+    "img_type",
+    "answer",
+    "topic_difficulty",
+)
 _MATHVERSE_COLUMNS = (
     "sample_index",
     "problem_index",
@@ -171,18 +182,7 @@ _REGISTRY: tuple[Benchmark, ...] = (
         repo="MMMU/MMMU",
         split="validation",
         rows=900,
-        columns=(
-            "id",
-            "question",
-            "options",
-            "explanation",
-            *MMMU_IMAGE_COLUMNS,
-            "img_type",
-            "answer",
-            "topic_difficulty",
-            "question_type",
-            "subfield",
-        ),
+        columns=(*_MMMU_COLUMNS, "question_type", "subfield"),
         answer_types=("multiple_choice", "number", "math", "text"),
         rule="mmmu",
         scoring=(
@@ -200,17 +200,7 @@ _REGISTRY: tuple[Benchmark, ...] = (
         config="standard (10 options)",
         split="test",
         rows=1730,
-        columns=(
-            "id",
-            "question",
-            "options",
-            "explanation",
-            *MMMU_IMAGE_COLUMNS,
-            "img_type",
-            "answer",
-            "topic_difficulty",
-            "subject",
-        ),
+        columns=(*_MMMU_COLUMNS, "subject"),
         answer_types=("multiple_choice",),
         rule="mmmu",
         scoring="as MMMU: no random option for an unparsed answer; up to 10 options (A-J)",
