@@ -377,6 +377,24 @@ def test_step_index_is_as_tolerant_as_the_line_reader(tmp_path: Path) -> None:
     assert index.of_step(2) == [{"step": 2, "group_id": 0}]
 
 
+def test_step_index_reads_a_leading_step_only_as_json_would(tmp_path: Path) -> None:
+    path = tmp_path / "groups.jsonl"
+    path.write_bytes(
+        b'{"step":0,"g":0}\n'  # zero
+        b'{"step":7}\n'  # nothing after the step
+        b'{"step": 7, "g": 2}\n'  # spaces: read whole, same step
+        b'{"step":123456789012345678,"g":3}\n'  # 18 digits: read from the prefix
+        b'{"step":1234567890123456789,"g":4}\n'  # 19 digits: read whole
+        b'{"step":07,"g":5}\n'  # a leading zero is not JSON
+        b'{"step":-1,"g":6}\n'  # a sign: read whole (the writer never logs one)
+    )
+    index = StepIndex.open(path)
+    assert index.steps == [-1, 0, 7, 123456789012345678, 1234567890123456789]
+    assert [r.get("g") for r in index.of_step(7)] == [None, 2]
+    assert index.of_step(1234567890123456789) == [{"step": 1234567890123456789, "g": 4}]
+    assert index.warnings == [f"{path}:6: invalid JSON (Expecting ',' delimiter at column 10)"]
+
+
 def test_step_index_keeps_the_last_block_of_a_step_logged_twice(tmp_path: Path) -> None:
     path = tmp_path / "groups.jsonl"
     lines = [{"step": 1, "g": 0}, {"step": 2, "g": 0}, {"step": 1, "g": 9}, {"step": 1, "g": 8}]

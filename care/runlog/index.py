@@ -10,8 +10,9 @@ dropped and flagged; any other bad line is a ``"<file>:<line>: <problem>"`` warn
   line, a column whose type changes between lines): the caller then reads it line by line with
   `read_jsonl`, which names the bad line.
 - `StepIndex`: where each step's records are in a JSON-lines file, found from each line's
-  leading ``{"step":N`` (what `RunWriter` writes first) without parsing the rest; a step's
-  records are parsed when asked for, once. A line that does not start that way is parsed whole.
+  leading ``{"step":N`` (what `RunWriter` writes first) without parsing the rest: numpy finds
+  the line ends and reads the N of all lines at once, and a step's records are parsed when asked
+  for, once. A line that does not start that way is parsed whole.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ class StepIndex:
     def __init__(
         self,
         path: Path,
-        lines: list[bytes],
-        blocks: dict[int, list[int]],
+        data: bytes,
+        bounds: tuple[Any, Any],
+        blocks: dict[int, Any],
         warnings: list[str],
         truncated_tail: bool,
         int_field: str,
@@ -133,8 +135,9 @@ class StepIndex:
         self.path = path
         self.warnings = warnings
         self.truncated_tail = truncated_tail
-        self._lines = lines
-        self._blocks = blocks
+        self._data = data
+        self._starts, self._ends = bounds  # byte offsets of each line, int64 [lines]
+        self._blocks = blocks  # step -> line numbers (0-based), int64 [records of the step]
         self._int_field = int_field
         self._parsed: dict[int, list[dict[str, Any]]] = {}
         # Streamlit serves sessions from threads that share the cached index.
@@ -144,47 +147,56 @@ class StepIndex:
     def open(cls, path: str | os.PathLike[str], int_field: str = "step") -> StepIndex:
         """Index `path` by its records' `int_field` (an empty index for an empty file).
 
-        RunLogError when the file cannot be read.
+        The lines and their leading steps are found with numpy over the file's bytes, so
+        opening costs a few passes over memory, not one Python iteration per line; only lines
+        that do not start ``{"step":N,`` are parsed here. RunLogError when the file cannot be
+        read.
         """
+        import numpy as np
+
         path = Path(path)
-        lines = _read_bytes(path).split(b"\n")
-        prefix = b'{"' + int_field.encode() + b'":'
-        blocks: dict[int, list[int]] = {}
+        data = _read_bytes(path)
+        starts, ends = _line_bounds(data)
+        steps, read = _leading_ints(data, starts, ends, b'{"' + int_field.encode() + b'":')
+        keep = np.ones(starts.size, dtype=bool)
         warnings: list[str] = []
         truncated_tail = False
-        tail = len(lines) - 1
-        previous: int | None = None
-        for number, line in enumerate(lines):
-            step = _leading_int(line, prefix) if line.startswith(prefix) else None
-            if step is None:
-                if not line.strip():
-                    continue
-                step, problem, parsed = _step_of_whole_line(line, int_field)
-                if problem is not None:
-                    if number == tail and not parsed:
-                        truncated_tail = True  # killed mid-write: expected, not corruption
-                    else:
-                        warnings.append(f"{path}:{number + 1}: {problem}")
-                    continue
-            elif number == tail:
-                # The last line lacks its newline: a record only if it parses whole.
-                _, problem, parsed = _step_of_whole_line(line, int_field)
-                if problem is not None:
-                    if parsed:
-                        warnings.append(f"{path}:{number + 1}: {problem}")
-                    else:
-                        truncated_tail = True
-                    continue
-            if step != previous:
-                blocks[step] = []
-                previous = step
-            blocks[step].append(number)
-        return cls(path, lines, blocks, warnings, truncated_tail, int_field)
+        # The last line lacks its newline when the writer was killed: a record only if whole.
+        tail = starts.size - 1 if data and not data.endswith(b"\n") else -1
+        to_read = np.flatnonzero(~read).tolist()
+        if tail >= 0 and read[tail]:
+            to_read.append(tail)
+        for number in to_read:
+            line = data[starts[number] : ends[number]]
+            if not line.strip():
+                keep[number] = False
+                continue
+            step, problem, parsed = _step_of_whole_line(line, int_field)
+            if problem is None:
+                steps[number] = step
+                continue
+            keep[number] = False
+            if number == tail and not parsed:
+                truncated_tail = True  # killed mid-write: expected, not corruption
+            else:
+                warnings.append(f"{path}:{number + 1}: {problem}")
+        numbers = np.flatnonzero(keep)
+        kept_steps = steps[numbers]
+        # Runs of one step; a later run of a step replaces an earlier one (last block wins).
+        cuts = (np.flatnonzero(np.diff(kept_steps)) + 1).tolist()
+        blocks: dict[int, Any] = {}
+        for first, stop in zip([0, *cuts], [*cuts, numbers.size], strict=True):
+            if stop > first:
+                blocks[int(kept_steps[first])] = numbers[first:stop]
+        return cls(path, data, (starts, ends), blocks, warnings, truncated_tail, int_field)
 
     @classmethod
     def empty(cls, path: str | os.PathLike[str], int_field: str = "step") -> StepIndex:
         """An index with no records (a run that logged no such file, e.g. an SFT run)."""
-        return cls(Path(path), [], {}, [], False, int_field)
+        import numpy as np
+
+        nothing = np.zeros(0, dtype=np.int64)
+        return cls(Path(path), b"", (nothing, nothing), {}, [], False, int_field)
 
     @property
     def steps(self) -> list[int]:
@@ -203,7 +215,8 @@ class StepIndex:
             if cached is not None:
                 return cached
             records = []
-            for number in self._blocks.get(step, ()):
+            numbers = self._blocks.get(step)
+            for number in [] if numbers is None else numbers.tolist():
                 record, problem = self._parse(number)
                 if problem is None:
                     records.append(record)
@@ -214,24 +227,66 @@ class StepIndex:
 
     def _parse(self, number: int) -> tuple[Any, str | None]:
         try:
-            text = self._lines[number].decode("utf-8")
+            text = self._data[self._starts[number] : self._ends[number]].decode("utf-8")
         except UnicodeDecodeError:
             return None, "invalid UTF-8"
         record, problem, _ = parse_record(text, self._int_field)
         return record, problem
 
 
-def _leading_int(line: bytes, prefix: bytes) -> int | None:
-    """N of a line starting ``{"step":N,`` (or ``…:N}``), None when N is not a plain int."""
-    start = len(prefix)
-    end = line.find(b",", start)
-    if end < 0:
-        end = line.find(b"}", start)
-    digits = line[start:end].strip() if end > 0 else b""
-    # int() would also take "1_000" and "+3", which JSON does not.
-    if digits.lstrip(b"-").isdigit():
-        return int(digits)
-    return None
+def _line_bounds(data: bytes) -> tuple[Any, Any]:
+    """Start and end byte offsets of every line (without its newline), int64 ``[lines]``.
+
+    A file ending in a newline has no empty last line; a last line without one is included.
+
+    Example: ``_line_bounds(b"ab\\ncd")`` → ``([0, 3], [2, 5])``.
+    """
+    import numpy as np
+
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    starts = np.concatenate(([0], newlines + 1)).astype(np.int64)
+    ends = np.concatenate((newlines, [len(data)])).astype(np.int64)
+    if starts[-1] == len(data):
+        starts, ends = starts[:-1], ends[:-1]
+    return starts, ends
+
+
+_MAX_DIGITS = 18  # any int64 step; longer numbers are left to the whole-line parse
+
+
+def _leading_ints(data: bytes, starts: Any, ends: Any, prefix: bytes) -> tuple[Any, Any]:
+    """N of every line that starts ``<prefix>N,`` or ``<prefix>N}`` (N plain digits, no sign or
+    leading zero), read from the bytes of all lines at once.
+
+    Returns ``(values, read)``: int64 and bool ``[lines]``; ``read`` False where the line does
+    not start that way, so the caller parses it whole.
+
+    Example: lines ``{"step":12,"a":1}`` and ``{"a":1,"step":3}`` with prefix ``{"step":`` →
+    ``([12, 0], [True, False])``.
+    """
+    import numpy as np
+
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    count = starts.size
+    if count == 0 or buffer.size == 0:
+        return np.zeros(count, dtype=np.int64), np.zeros(count, dtype=bool)
+    width = len(prefix) + _MAX_DIGITS + 1
+    offsets = starts[:, None] + np.arange(width)  # [lines, width]
+    inside = offsets < ends[:, None]
+    window = np.where(inside, buffer[np.minimum(offsets, buffer.size - 1)], 0)
+    read = (window[:, : len(prefix)] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
+    digits = window[:, len(prefix) :].astype(np.int64) - ord("0")
+    is_digit = (digits >= 0) & (digits <= 9)
+    length = np.argmin(is_digit, axis=1)  # first non-digit; 0 when all are digits (too long)
+    after = np.take_along_axis(window[:, len(prefix) :], length[:, None], axis=1)[:, 0]
+    read &= (length > 0) & np.isin(after, np.frombuffer(b",}", dtype=np.uint8))
+    read &= (digits[:, 0] != 0) | (length == 1)  # JSON has no leading zeros
+    positions = np.arange(_MAX_DIGITS + 1)
+    powers = np.where(
+        positions < length[:, None], 10 ** np.maximum(length[:, None] - 1 - positions, 0), 0
+    )
+    values = (np.where(is_digit, digits, 0) * powers).sum(axis=1)
+    return np.where(read, values, 0), read
 
 
 def _step_of_whole_line(line: bytes, int_field: str) -> tuple[Any, str | None, bool]:
