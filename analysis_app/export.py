@@ -264,27 +264,15 @@ def export_runs(
                     digits=2,
                 )
 
-    named = {
-        name: figure
-        for name, figure in figures.signal_figures(steps, smoothing).items()
-        if figures.has_metrics(steps, _FIGURE_METRICS[name])
-    }
+    named = figures.signal_figures(steps, smoothing, logged_only=True)
     for metric, name in (("acc/mean", "accuracy"), ("reward/mean", "reward")):
         if figures.has_metrics(steps, [metric]):
             named[name] = figures.smoothed_metric_figure(steps, metric, smoothing)
     if len(evaluation):
-        macros = tables.checkpoint_macros(evaluation, paper)
+        macros = tables.checkpoint_macros(evaluation)
         named["eval_accuracy"] = figures.eval_accuracy_figure(evaluation, macros)
     paths, engine_used, notices = write_figures(named, out_dir, formats=formats, engine=engine)
     report.files += paths
     report.figure_engine = engine_used
     report.notices += notices
     return report
-
-
-_FIGURE_METRICS = {
-    "failure_share": figures.FAILURE_SHARE_METRICS,
-    "group_types": figures.GROUP_TYPE_METRICS,
-    "rescue_rgr": figures.RESCUE_RGR_METRICS,
-    "variance_ratio": figures.VARIANCE_RATIO_METRICS,
-}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,34 @@ GROUP_TYPE_METRICS = (
 )
 RESCUE_RGR_METRICS = ("rescue/triggered_frac", "rescue/impossible_frac", "rgr/pass_rate")
 VARIANCE_RATIO_METRICS = ("adv/var_ratio_neg_pos",)
+
+
+@dataclass(frozen=True)
+class SignalFigure:
+    """One figure of the Training-signal page (and of the export): its metrics and titles."""
+
+    metrics: tuple[str, ...]
+    title: str
+    y_title: str
+
+
+SIGNAL_FIGURES: dict[str, SignalFigure] = {
+    "failure_share": SignalFigure(
+        FAILURE_SHARE_METRICS, "Failure-signal share of the advantage magnitude", "share"
+    ),
+    "group_types": SignalFigure(GROUP_TYPE_METRICS, "Prompt groups by type", "fraction of groups"),
+    "rescue_rgr": SignalFigure(RESCUE_RGR_METRICS, "All-negative rescue and RGR", "rate"),
+    "variance_ratio": SignalFigure(
+        VARIANCE_RATIO_METRICS, "Advantage variance ratio, negatives over positives", "ratio"
+    ),
+}
+"""The learning-signal figures by export file name, in page order: the one list the page, the
+export and the summary table read."""
+
+SIGNAL_METRICS: tuple[str, ...] = tuple(
+    metric for figure in SIGNAL_FIGURES.values() for metric in figure.metrics
+)
+"""Every metric a learning-signal figure draws."""
 
 BOUNDED_METRICS = frozenset(
     {
@@ -266,50 +295,6 @@ def _integer_step_axis(figure: go.Figure, steps: pd.Series, title: str = "step")
         figure.update_xaxes(dtick=1)
 
 
-def failure_share_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
-    """Failure-signal share, sequence and token level, with and without RGR repairs."""
-    return line_figure(
-        frame,
-        FAILURE_SHARE_METRICS,
-        title="Failure-signal share of the advantage magnitude",
-        y_title="share",
-        smoothing=smoothing,
-    )
-
-
-def group_types_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
-    """Fractions of all-correct, all-wrong, mixed and signal-bearing groups per step."""
-    return line_figure(
-        frame,
-        GROUP_TYPE_METRICS,
-        title="Prompt groups by type",
-        y_title="fraction of groups",
-        smoothing=smoothing,
-    )
-
-
-def rescue_rgr_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
-    """Rescue rate, rescue-impossible rate and RGR pass rate per step."""
-    return line_figure(
-        frame,
-        RESCUE_RGR_METRICS,
-        title="All-negative rescue and RGR",
-        y_title="rate",
-        smoothing=smoothing,
-    )
-
-
-def variance_ratio_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
-    """Var(A over negatives) / Var(A over positives) per step (NaN steps are skipped)."""
-    return line_figure(
-        frame,
-        VARIANCE_RATIO_METRICS,
-        title="Advantage variance ratio, negatives over positives",
-        y_title="ratio",
-        smoothing=smoothing,
-    )
-
-
 def smoothed_metric_figure(frame: pd.DataFrame, metric: str, smoothing: float) -> go.Figure:
     """One metric per run: the raw curve faint under its debiased EMA (always both)."""
     return line_figure(
@@ -322,13 +307,22 @@ def smoothed_metric_figure(frame: pd.DataFrame, metric: str, smoothing: float) -
     )
 
 
-def signal_figures(frame: pd.DataFrame, smoothing: float = 0.0) -> dict[str, go.Figure]:
-    """The Training-signal page's four figures, by export file name."""
+def signal_figures(
+    frame: pd.DataFrame, smoothing: float = 0.0, *, logged_only: bool = False
+) -> dict[str, go.Figure]:
+    """The `SIGNAL_FIGURES`, built from `frame`, by export file name.
+
+    logged_only: leave out a figure none of whose metrics any run logged (a GRPO run has no
+        rescue or RGR rate); otherwise such a figure says so on an empty plot.
+
+    Example: ``signal_figures(steps)["failure_share"]`` draws each run's four failure shares.
+    """
     return {
-        "failure_share": failure_share_figure(frame, smoothing),
-        "group_types": group_types_figure(frame, smoothing),
-        "rescue_rgr": rescue_rgr_figure(frame, smoothing),
-        "variance_ratio": variance_ratio_figure(frame, smoothing),
+        name: line_figure(
+            frame, spec.metrics, title=spec.title, y_title=spec.y_title, smoothing=smoothing
+        )
+        for name, spec in SIGNAL_FIGURES.items()
+        if not logged_only or has_metrics(frame, spec.metrics)
     }
 
 

@@ -16,13 +16,9 @@ import numpy as np
 import pandas as pd
 
 from analysis_app.data import PaperReference, RunSummary, macro_of
-from analysis_app.figures import (
-    FAILURE_SHARE_METRICS,
-    GROUP_TYPE_METRICS,
-    RESCUE_RGR_METRICS,
-    VARIANCE_RATIO_METRICS,
-)
+from analysis_app.figures import SIGNAL_METRICS
 from care.metrics.smoothness import debiased_ema, smoothness_summary
+from care.tables import csv_table, markdown_table
 
 Direction = Literal["max", "min"]
 
@@ -36,13 +32,7 @@ SMOOTHNESS_COLUMNS = (
     "smooth/kl_spikes",
 )
 
-SIGNAL_SUMMARY_METRICS = (
-    *FAILURE_SHARE_METRICS,
-    *GROUP_TYPE_METRICS,
-    *RESCUE_RGR_METRICS,
-    *VARIANCE_RATIO_METRICS,
-    "acc/mean",
-)
+SIGNAL_SUMMARY_METRICS = (*SIGNAL_METRICS, "acc/mean")
 
 BEST_DIRECTION: dict[str, Direction] = {
     "acc/mean": "max",
@@ -242,23 +232,24 @@ def _benchmark_column(task: str, paper: PaperReference | None) -> str:
     return paper.benchmarks[key]["name"] if key is not None else task
 
 
-def checkpoint_macros(eval_frame: pd.DataFrame, paper: PaperReference | None) -> pd.DataFrame:
-    """Macro average (fraction) per (run, checkpoint): columns run, checkpoint, checkpoint_step, macro."""
-    main_tasks = set(paper.key_of_task()) if paper is not None else set()
+def checkpoint_macros(eval_frame: pd.DataFrame) -> pd.DataFrame:
+    """The macro average (`analysis_app.data.macro_of`) per (run, checkpoint): columns run,
+    checkpoint, checkpoint_step, macro (fraction) and tasks (how many benchmarks it covers).
+
+    Example: run "care" with care_mathvista 0.6 and care_mmmu 0.7 at step_10 ->
+    one row ``("care", "step_10", 10.0, 0.65, 2)``.
+    """
     rows = []
     for run, run_rows in eval_frame.groupby("run", sort=False):
-        macros = macro_of(run_rows, main_tasks)
         steps = run_rows.drop_duplicates("checkpoint").set_index("checkpoint")["checkpoint_step"]
-        for checkpoint, macro in macros.items():
-            tasks = run_rows.loc[run_rows["checkpoint"] == checkpoint, "task"]
-            main = tasks[tasks.isin(main_tasks)]
+        for checkpoint, macro in macro_of(run_rows).items():
             rows.append(
                 {
                     "run": run,
                     "checkpoint": checkpoint,
                     "checkpoint_step": steps[checkpoint],
-                    "macro": macro,
-                    "tasks": int(len(main) if len(main) else len(tasks)),
+                    "macro": macro.value,
+                    "tasks": len(macro.tasks),
                 }
             )
     return pd.DataFrame(rows, columns=["run", "checkpoint", "checkpoint_step", "macro", "tasks"])
@@ -274,8 +265,8 @@ def eval_table(
     paper's rows (index "paper: <model>").
 
     Benchmarks the paper reports are named as in the paper and come first in its order; other
-    tasks (e.g. care_synth) follow. The run rows' macro is `analysis_app.data.macro_of`: over the
-    paper's benchmarks when the checkpoint has any, else over all its tasks.
+    tasks (e.g. care_synth) follow. The run rows' macro is `evaluation.benchmarks.macro_average`:
+    over the paper's benchmarks when the checkpoint has any, else over all its tasks.
 
     Example: run "care" at step_10 with care_mathvista 0.70 ->
     ``table.loc["care @ step_10", "MathVista"] == 70.0``.
@@ -283,7 +274,7 @@ def eval_table(
     paper_columns = [info["name"] for info in paper.benchmarks.values()] if paper else []
     run_rows: dict[str, dict[str, float]] = {}
     extra_columns: list[str] = []
-    macros = checkpoint_macros(eval_frame, paper) if len(eval_frame) else None
+    macros = checkpoint_macros(eval_frame) if len(eval_frame) else None
     for record in eval_frame.itertuples(index=False):
         label = f"{record.run} @ {record.checkpoint}"
         column = _benchmark_column(record.task, paper)
@@ -603,19 +594,41 @@ def to_markdown(
     digits: int = 3,
     marks: pd.DataFrame | None = None,
 ) -> str:
-    """A GitHub Markdown table (via tabulate); best cells in **bold**, NaN -> "–"."""
+    """A GitHub Markdown table (`care.tables.markdown_table`); best cells in **bold**, NaN -> "–".
+
+    The index becomes the first column; numeric columns are right-aligned.
+    """
     best = BEST_DIRECTION if best is None else best
     marks = best_cells(frame, best) if marks is None else marks
     cells = _formatted(frame, digits, "–")
     cells = cells.where(~marks, "**" + cells + "**")
-    cells.index = [str(i) for i in cells.index]
-    cells.index.name = frame.index.name or ""
+    header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
+    rows = [
+        [str(label), *values]
+        for label, values in zip(frame.index, cells.values.tolist(), strict=True)
+    ]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
-    # Cells are already formatted text: tabulate must not re-parse "0.400" into 0.4.
-    alignment = ["left", *("right" if n else "left" for n in numeric)]
-    return cells.to_markdown(colalign=alignment, disable_numparse=True) + "\n"
+    alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
+    return markdown_table(header, rows, alignment)
+
+
+def _csv_cell(value: Any) -> str:
+    """Full precision (6 significant digits) for floats, empty for a missing value."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float | np.floating):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    """CSV with the index as the first column and full precision; NaN as an empty field."""
-    return frame.to_csv(float_format="%.6g")
+    """CSV (`care.tables.csv_table`) with the index as the first column; NaN as an empty field.
+
+    Example: index "run_b", acc/mean 0.7 -> the line ``run_b,0.7``.
+    """
+    header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
+    rows = [
+        [str(label), *(_csv_cell(value) for value in values)]
+        for label, values in zip(frame.index, frame.astype(object).values.tolist(), strict=True)
+    ]
+    return csv_table(header, rows)

@@ -97,10 +97,6 @@ def url_value(key: str) -> str | None:
     return values[-1] if values else None
 
 
-def set_url_value(key: str, value: str | None) -> None:
-    _set_param(key, value)
-
-
 def select_runs(root: Path, names: list[str], *, label: str = "Runs") -> dict[str, Path]:
     """The sidebar run picker, initialised from and written back to ``?run=...``.
 

@@ -10,12 +10,14 @@ rescue path runs. Timed, median of ``--repeats`` runs each:
 - the plain per-group CARE reference from ``tests/reference_care.py``.
 
 Targets (issue "Foundation"): CARE no slower than that GRPO loop, and at least 10× faster than
-the per-group reference. Then span detection + region-weighted token advantages are timed on
+the per-group reference. Before any timing, CARE's advantages must equal the reference's to
+``MAX_DIFF``; otherwise the script exits with status 1. Then span detection + region-weighted token advantages are timed on
 4,096 responses of 2,048 tokens with the real (offline-rebuilt) Qwen2.5 vocabulary.
 
 Usage::
 
     .venv/bin/python bench/bench_advantages.py [--device cpu|cuda] [--repeats 7] [--skip-spans]
+        [--threads 1]
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ sys.path.insert(0, str(ROOT / "tests"))  # the per-group reference lives with th
 from reference_care import reference_care  # noqa: E402
 
 from care.algo.care import CareConfig, care_advantages  # noqa: E402
+
+MAX_DIFF = 1e-5
+"""Largest |CARE - per-group reference| accepted before timing (float32 against float64, the
+tests' tolerance); a larger one stops the script with exit status 1."""
 
 
 def make_batch(
@@ -147,6 +153,9 @@ def bench_advantages(device: str, repeats: int) -> None:
     out = run_care("shuffled")
     ref = run_reference()
     max_diff = float(np.max(np.abs(out.advantages.cpu().numpy() - np.array(ref.advantages))))
+    if not max_diff <= MAX_DIFF:
+        print(f"MISMATCH: max |care - reference| = {max_diff:.2e} > {MAX_DIFF:.0e}; not timed")
+        sys.exit(1)
     rescued_groups = int(out.rescued.sum().item()) // 8
 
     t_grouped = median_seconds(lambda: run_care("grouped"), repeats, sync)
@@ -158,7 +167,7 @@ def bench_advantages(device: str, repeats: int) -> None:
         f"batch: 512 prompts x 8 rollouts, D=3584, P(correct)=0.4, rescued groups={rescued_groups}"
     )
     print(f"device: {device}; torch threads: {torch.get_num_threads()}; repeats: {repeats}")
-    print(f"max |care - reference| = {max_diff:.2e}")
+    print(f"max |care - reference| = {max_diff:.2e} (must be <= {MAX_DIFF:.0e})")
     print(f"care_advantages, grouped rows (trainer layout)  median {t_grouped * 1e3:9.2f} ms")
     print(f"care_advantages, shuffled rows (any order)      median {t_shuffled * 1e3:9.2f} ms")
     print(f"GRPO z-score, per-element Python loop (verl)    median {t_loop * 1e3:9.2f} ms")
@@ -241,7 +250,16 @@ def main() -> None:
     parser.add_argument("--skip-spans", action="store_true")
     parser.add_argument("--span-responses", type=int, default=4096)
     parser.add_argument("--span-length", type=int, default=2048)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default)"
+    )
     args = parser.parse_args()
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.threads > 0:
+        # On a shared CPU, threads waiting for each other cost more than the work measured
+        # (seen: care_advantages 0.056 s with 1 thread, 0.67 s with 2 under a load of 7.8).
+        torch.set_num_threads(args.threads)
     bench_advantages(args.device, args.repeats)
     if not args.skip_spans:
         bench_spans(args.device, args.repeats, args.span_responses, args.span_length)

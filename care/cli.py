@@ -138,6 +138,9 @@ def eval_checkpoint(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: auto).")] = None,
     dtype: Annotated[str, typer.Option(help="auto, bfloat16, float16 or float32.")] = "auto",
+    engine: Annotated[
+        str, typer.Option(help="Rollout engine: hf (transformers) or vllm (needs vLLM).")
+    ] = "hf",
     csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
 ) -> None:
     """Score a checkpoint on the benchmarks through lmms-eval (offline) and print the table;
@@ -165,6 +168,7 @@ def eval_checkpoint(
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
+            engine=engine,
             device=device,
             dtype=dtype,
             force=force,

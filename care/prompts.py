@@ -18,7 +18,7 @@ turn holding the images and the question (with lettered options for multiple cho
 `PROMPT_VERSION` names the wording: the evaluation cache keys on it, so bump it whenever any
 text below (system prompt, option layout, instruction, repair cue) changes.
 
-RGR (ALGORITHM.md section 3) continues a failed response from `build_repair_prefix`: the
+RGR (docs/algorithm.md section 4) continues a failed response from `build_repair_prefix`: the
 failure's reasoning up to where ``</think>`` stood, then `REPAIR_CUE`, which opens a
 ``<repair>`` block for the model to fill before it closes ``</think>`` and answers.
 """

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,7 +41,8 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from care.prompts import SYSTEM_PROMPT, render_prompt
-from care.rollout.base import RolloutEngine, RolloutRequest, SamplingParams
+from care.rollout.base import RolloutRequest, SamplingParams
+from care.rollout.factory import ENGINE_NAMES, make_engine
 from evaluation.tasks import split_images, to_pil
 
 MODEL_NAME = "care_vlm"
@@ -61,50 +62,13 @@ GEN_KWARGS_KEYS: frozenset[str] = frozenset(
 )
 """The gen_kwargs keys `CareVLM` understands; any other key is an error, not silently dropped."""
 
-EngineFactory = Callable[..., tuple[RolloutEngine, Any]]
-
-
-def _hf_engine(
-    pretrained: str, *, dtype: str, device: str, attn_implementation: str | None, batch_size: int
-) -> tuple[RolloutEngine, Any]:
-    from care.models.vlm import load_policy
-    from care.rollout.hf import HFRolloutEngine
-
-    model, processor = load_policy(
-        pretrained, dtype=dtype, device=device, attn_implementation=attn_implementation
-    )
-    return HFRolloutEngine(model, processor, batch_size=batch_size), processor
-
-
-def _vllm_engine(
-    pretrained: str, *, dtype: str, device: str, attn_implementation: str | None, batch_size: int
-) -> tuple[RolloutEngine, Any]:
-    # vLLM loads the folder itself: no transformers copy of the weights on the GPU beside it.
-    from care.models.vlm import load_processor
-    from care.rollout.vllm import VLLMRolloutEngine
-
-    processor = load_processor(pretrained)
-    engine = VLLMRolloutEngine(
-        pretrained,
-        processor,
-        dtype=dtype,
-        gpu_memory_utilization=0.9,
-        llm_kwargs={"max_num_seqs": batch_size},
-    )
-    return engine, processor
-
-
-ENGINES: dict[str, EngineFactory] = {"hf": _hf_engine, "vllm": _vllm_engine}
-"""Rollout engines by ``engine=`` model arg: ``factory(pretrained, dtype=, device=,
-attn_implementation=, batch_size=) -> (engine, processor)``."""
-
-
 class CareVLM(lmms):
     """A local checkpoint folder behind lmms-eval's chat-model interface (see the module doc).
 
     Model args (``--model_args key=value,...``):
         pretrained: the checkpoint folder (``care.models.vlm.load_policy`` loads it offline).
-        engine: rollout engine name in `ENGINES` (``hf``, or ``vllm`` where vLLM is installed).
+        engine: rollout engine name (``care.rollout.factory.ENGINE_NAMES``: ``hf``, or ``vllm``
+            where vLLM is installed).
         batch_size: questions decoded together (lmms-eval's ``--batch_size`` fills it).
         device: ``cpu``, ``cuda``, ``cuda:1``...; default ``cuda`` when available, else ``cpu``.
         dtype: ``auto`` (the checkpoint's), ``bfloat16``, ``float16`` or ``float32``.
@@ -148,8 +112,8 @@ class CareVLM(lmms):
             )
         if not isinstance(pretrained, str) or not pretrained:
             raise ValueError(f"pretrained must be a checkpoint folder path, got {pretrained!r}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {list(ENGINE_NAMES)}, got {engine!r}")
         self.batch_size_per_call = _positive_int("batch_size", batch_size)
         self.model_defaults = _model_sampling_defaults(max_new_tokens, temperature, top_p, top_k)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -165,12 +129,13 @@ class CareVLM(lmms):
 
         self.pretrained = pretrained
         self.engine_name = engine
-        self.engine, self.processor = ENGINES[engine](
-            pretrained,
+        self.engine, self.processor = make_engine(
+            engine,
+            checkpoint=pretrained,
+            batch_size=self.batch_size_per_call,
             dtype=dtype,
             device=device,
             attn_implementation=attn_implementation,
-            batch_size=self.batch_size_per_call,
         )
 
     @property

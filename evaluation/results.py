@@ -2,35 +2,39 @@
 
 A benchmark's result is its accuracy under each evaluation seed (`BenchmarkResult`). The table
 shows, per benchmark, the mean over seeds ± the sample standard deviation (``ddof=1``; none
-with a single seed), in percent. The macro average is computed per seed (the mean of the
-benchmarks' accuracies under that seed, as the paper's "avg" column) and then summarised the
-same way, so its ± is the seed-to-seed spread of the macro average itself; it needs every
-benchmark to have the same seeds.
+with a single seed), in percent. The macro average is `evaluation.benchmarks.macro_average`'s
+(the paper's six when any of them was evaluated, else every benchmark: the same definition the
+dashboard and the exports use), computed per seed (the mean of the benchmarks' accuracies under
+that seed, as the paper's "avg" column) and then summarised the same way, so its ± is the
+seed-to-seed spread of the macro average itself; it needs its benchmarks to share their seeds.
 
     >>> table = build_table([
-    ...     BenchmarkResult("care_mmmu", {0: 0.50, 1: 0.60}, n=10),
-    ...     BenchmarkResult("care_synth", {0: 0.25, 1: 0.35}, n=20),
+    ...     BenchmarkResult("care_mathvista", {0: 0.50, 1: 0.60}, n=10),
+    ...     BenchmarkResult("care_mmmu", {0: 0.25, 1: 0.35}, n=20),
+    ...     BenchmarkResult("care_synth", {0: 0.75, 1: 0.85}, n=20),
     ... ])
-    >>> print(to_markdown(table))
-    | benchmark | n | seeds | accuracy (%) |
-    |---|---:|---:|---:|
-    | care_mmmu | 10 | 2 | 55.00 ± 7.07 |
-    | care_synth | 20 | 2 | 30.00 ± 7.07 |
-    | macro average | 30 | 2 | 42.50 ± 7.07 |
+    >>> print(to_markdown(table), end="")
+    | benchmark              |   n | seeds | accuracy (%) |
+    |:-----------------------|----:|------:|-------------:|
+    | care_mathvista         |  10 |     2 | 55.00 ± 7.07 |
+    | care_mmmu              |  20 |     2 | 30.00 ± 7.07 |
+    | care_synth             |  20 |     2 | 80.00 ± 7.07 |
+    | macro average (2 of 6) |  30 |     2 | 42.50 ± 7.07 |
 
 `load_results` reads the ``<task>.json`` summaries `evaluation.runner` writes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from care.tables import csv_table, markdown_table
+from evaluation.benchmarks import PAPER_BENCHMARKS, macro_tasks
 
 MACRO_LABEL = "macro average"
 
@@ -102,8 +106,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
     """The table of `results` (see the module docstring for the macro average).
 
-    Example: two benchmarks at {0: 0.5, 1: 0.6} and {0: 0.25, 1: 0.35} → macro mean 0.425,
-    std 0.0707 (per-seed macros 0.375 and 0.475).
+    Example: care_mathvista at {0: 0.5, 1: 0.6} and care_mmmu at {0: 0.25, 1: 0.35} → macro
+    mean 0.425, std 0.0707 (per-seed macros 0.375 and 0.475); a care_synth row beside them
+    does not enter the macro.
     """
     if not results:
         raise ValueError("results must hold at least one benchmark")
@@ -115,19 +120,34 @@ def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
         seeds = tuple(sorted(result.accuracy_by_seed))
         mean, std = mean_std([result.accuracy_by_seed[seed] for seed in seeds])
         rows.append(TableRow(result.task, result.n, seeds, mean, std))
-    seed_sets = {row.seeds for row in rows}
+    members = [results[names.index(task)] for task in macro_tasks(names)]
+    member_rows = [rows[names.index(result.task)] for result in members]
     macro = None
-    if len(seed_sets) == 1:
-        seeds = rows[0].seeds
+    if len({row.seeds for row in member_rows}) == 1:
+        seeds = member_rows[0].seeds
         macro_by_seed = [
-            math.fsum(result.accuracy_by_seed[seed] for result in results) / len(results)
+            math.fsum(result.accuracy_by_seed[seed] for result in members) / len(members)
             for seed in seeds
         ]
         mean, std = mean_std(macro_by_seed)
-        sizes = [row.n for row in rows]
+        sizes = [row.n for row in member_rows]
         total = None if any(size is None for size in sizes) else sum(sizes)  # type: ignore[misc]
-        macro = TableRow(MACRO_LABEL, total, seeds, mean, std)
+        macro = TableRow(macro_label([result.task for result in members]), total, seeds, mean, std)
     return ResultsTable(tuple(rows), macro)
+
+
+def macro_label(tasks: Sequence[str]) -> str:
+    """ "macro average" over the paper's six; otherwise the label says what it covers.
+
+    Example: ``macro_label(["care_mmmu", "care_mathvista"])`` → ``"macro average (2 of 6)"``;
+    ``macro_label(["care_synth"])`` → ``"macro average (care_synth)"``.
+    """
+    paper = [task for task in tasks if task in PAPER_BENCHMARKS]
+    if set(paper) == set(PAPER_BENCHMARKS):
+        return MACRO_LABEL
+    if paper:
+        return f"{MACRO_LABEL} ({len(paper)} of {len(PAPER_BENCHMARKS)})"
+    return f"{MACRO_LABEL} ({', '.join(tasks)})"
 
 
 def format_percent(mean: float, std: float | None, digits: int = 2) -> str:
@@ -138,34 +158,34 @@ def format_percent(mean: float, std: float | None, digits: int = 2) -> str:
 
 def to_markdown(table: ResultsTable, failed: Sequence[str] = ()) -> str:
     """A Markdown table (accuracy in percent); `failed` benchmarks get a line saying so."""
-    lines = ["| benchmark | n | seeds | accuracy (%) |", "|---|---:|---:|---:|"]
-    for row in (*table.rows, *([table.macro] if table.macro else [])):
-        n = "" if row.n is None else str(row.n)
-        lines.append(
-            f"| {row.label} | {n} | {len(row.seeds)} | {format_percent(row.mean, row.std)} |"
-        )
-    for task in failed:
-        lines.append(f"| {task} | | | failed |")
-    return "\n".join(lines)
+    rows = [
+        [
+            row.label,
+            "" if row.n is None else str(row.n),
+            str(len(row.seeds)),
+            format_percent(row.mean, row.std),
+        ]
+        for row in (*table.rows, *([table.macro] if table.macro else []))
+    ]
+    rows += [[task, "", "", "failed"] for task in failed]
+    # Callers print it or add their own line end.
+    return markdown_table(["benchmark", "n", "seeds", "accuracy (%)"], rows, "lrrr").rstrip("\n")
 
 
 def to_csv(table: ResultsTable) -> str:
     """CSV with one line per benchmark and the macro line: percent, 4 decimals; empty std for
     a single seed. Columns: benchmark, n, seeds, accuracy_mean, accuracy_std."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"])
-    for row in (*table.rows, *([table.macro] if table.macro else [])):
-        writer.writerow(
-            [
-                row.label,
-                "" if row.n is None else row.n,
-                " ".join(str(seed) for seed in row.seeds),
-                f"{100 * row.mean:.4f}",
-                "" if row.std is None else f"{100 * row.std:.4f}",
-            ]
-        )
-    return buffer.getvalue()
+    rows = [
+        [
+            row.label,
+            "" if row.n is None else str(row.n),
+            " ".join(str(seed) for seed in row.seeds),
+            f"{100 * row.mean:.4f}",
+            "" if row.std is None else f"{100 * row.std:.4f}",
+        ]
+        for row in (*table.rows, *([table.macro] if table.macro else []))
+    ]
+    return csv_table(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"], rows)
 
 
 def load_results(out_dir: str | Path, tasks: Sequence[str]) -> list[BenchmarkResult]:

@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from care.prompts import PROMPT_VERSION
+from care.rollout.factory import ENGINE_NAMES
+from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
     build_table,
@@ -54,16 +56,7 @@ from evaluation.results import (
     to_csv,
     to_markdown,
 )
-from evaluation.tasks import (
-    DATA_ROOT_ENV,
-    EXPECTED_COLUMNS,
-    GROUPS,
-    SYNTH_DIR_ENV,
-    TASK_SOURCES,
-    TASKS,
-    check_columns,
-    expand_tasks,
-)
+from evaluation.tasks import DATA_ROOT_ENV, SYNTH_DIR_ENV, check_columns, expand_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INCLUDE_PATH = REPO_ROOT / "benchmarks_cfg"
@@ -138,12 +131,8 @@ class EvalReport:
         return not self.failures
 
     def markdown(self) -> str:
-        if self.table is None:
-            return "\n".join(
-                ["| benchmark | failed |", "|---|---|"]
-                + [f"| {t} | failed |" for t in self.failures]
-            )
-        return to_markdown(self.table, failed=list(self.failures))
+        table = self.table if self.table is not None else ResultsTable((), None)
+        return to_markdown(table, failed=list(self.failures))
 
     def csv(self) -> str:
         return "" if self.table is None else to_csv(self.table)
@@ -208,7 +197,7 @@ def check_data(benchmark: str, data_root: Path) -> list[dict[str, Any]]:
         except ValueError as error:
             message = str(error)
             if "expected columns" not in message:
-                message += f"; expected columns of {task}: {EXPECTED_COLUMNS[task]}"
+                message += f"; expected columns of {task}: {list(BENCHMARKS[task].columns)}"
             raise EvalError(message) from error
     return resolved
 
@@ -220,9 +209,9 @@ def check_data_root(data_root: Path, benchmarks: Sequence[str]) -> None:
         return
     lines = [f"data root {data_root} does not exist or is not a folder; it must hold:"]
     for benchmark in benchmarks:
-        task = expand_tasks([benchmark])[0]
-        where = TASK_SOURCES[task].repo if task in TASK_SOURCES else "care_synth/test.jsonl"
-        lines.append(f"  {benchmark}: <data-root>/{where}, columns {EXPECTED_COLUMNS[task]}")
+        record = BENCHMARKS[expand_tasks([benchmark])[0]]
+        where = record.repo or f"{SYNTH_FOLDER}/test.jsonl"
+        lines.append(f"  {benchmark}: <data-root>/{where}, columns {list(record.columns)}")
     raise EvalError("\n".join(lines))
 
 
@@ -572,6 +561,8 @@ def _validated(settings: EvalSettings) -> EvalSettings:
         raise EvalError(f"temperature must be >= 0, got {settings.temperature!r}")
     if settings.top_p is not None and not 0 < settings.top_p <= 1:
         raise EvalError(f"top_p must lie in (0, 1], got {settings.top_p!r}")
+    if settings.engine not in ENGINE_NAMES:
+        raise EvalError(f"engine must be one of {list(ENGINE_NAMES)}, got {settings.engine!r}")
     include_path = Path(settings.include_path).expanduser().resolve()
     if not include_path.is_dir():
         raise EvalError(f"include_path {include_path} (the task YAML folder) does not exist")

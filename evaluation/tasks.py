@@ -1,24 +1,25 @@
-"""The care_* benchmark tasks: where each benchmark's local copy lives, what columns it must
-have, and how one row becomes the project's prompt and the project's verdict.
+"""The care_* benchmark tasks: where each benchmark's local copy lives, whether its columns
+are right, and how one row becomes the project's prompt and the project's verdict.
 
+What each benchmark IS (hub repository, files, columns, split, answer types, scoring notes)
+is its record in `evaluation.benchmarks.BENCHMARKS`; this module holds what is DONE with it.
 Every task reads a LOCAL copy of a public benchmark in its public schema, under a data root laid
 out as the hub repositories are (``<data-root>/<owner>/<name>/…``, exactly what
 ``huggingface-cli download <owner>/<name> --repo-type dataset --local-dir
 <data-root>/<owner>/<name>`` gives), either as the hub's parquet files or as a ``datasets``
 ``save_to_disk`` folder. `resolve_task_files` finds the files, `check_columns` checks them
-against `EXPECTED_COLUMNS` before anything is loaded.
+against the record's ``columns`` before anything is loaded.
 
 A row becomes ``care.prompts.build_messages(question, choices, num_images)`` — the training
 prompt — with each ``{"type": "image"}`` item carrying the PIL image under ``"url"`` (see
 `doc_to_messages`), and a response is scored by ``care.verify.score`` — the trainer's reward
 check — in `process_results`. What differs per benchmark is only how a row gives the question,
-the options, the images and the gold answer (`task_problem`); benchmarks_cfg/README.md lists
-those rules and where they differ from the official scorers.
+the options, the images and the gold answer: the record's ``rule`` names its function in
+`ROW_RULES`. benchmarks_cfg/README.md lists those rules and where they differ from the official
+scorers.
 
->>> sorted(GROUPS["care_six"])[:2]
-['care_mathverse', 'care_mathvision']
->>> EXPECTED_COLUMNS["care_mmmu_pro_vis"]
-['id', 'image', 'options', 'answer', 'subject']
+>>> task_problem("care_mmmu_pro_vis", {"id": "1", "answer": "B", "options": "['3', '5']"}).score_choices
+('3', '5')
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,170 +40,19 @@ from PIL import Image
 
 from care.prompts import CHOICE_LETTERS, build_messages, format_question
 from care.verify import Verdict, gold_letters, score
+from evaluation.benchmarks import (
+    BENCHMARKS,
+    GROUPS,
+    MMMU_IMAGE_COLUMNS,
+    SYNTH_FOLDER,
+    get_benchmark,
+)
 
 DATA_ROOT_ENV = "CARE_DATA_ROOT"
 """Environment variable the task YAMLs read the data root from (see benchmarks_cfg/README.md)."""
 SYNTH_DIR_ENV = "CARE_SYNTH_DIR"
 """Optional: the folder `write_synthetic_dataset` wrote, for care_synth only."""
 
-MATHVERSE_VERSIONS: dict[str, str] = {
-    "care_mathverse_text_dominant": "Text Dominant",
-    "care_mathverse_text_lite": "Text Lite",
-    "care_mathverse_vision_intensive": "Vision Intensive",
-    "care_mathverse_vision_dominant": "Vision Dominant",
-    "care_mathverse_vision_only": "Vision Only",
-}
-"""MathVerse subtask → the `problem_version` value its rows carry."""
-
-GROUPS: dict[str, tuple[str, ...]] = {
-    "care_mathverse": tuple(MATHVERSE_VERSIONS),
-    "care_six": (
-        "care_mathvista",
-        "care_mathverse",
-        "care_mathvision",
-        "care_mmmu",
-        "care_mmmu_pro_std",
-        "care_mmmu_pro_vis",
-    ),
-}
-"""Group → its members; care_mathverse's score is the size-weighted mean of its five versions
-(= accuracy over all 3,940 rows), care_six's is the unweighted mean of the six (the paper's
-macro average)."""
-
-_IMAGE_COLUMNS = [f"image_{index}" for index in range(1, 8)]
-EXPECTED_COLUMNS: dict[str, list[str]] = {
-    "care_mathvista": [
-        "pid",
-        "question",
-        "image",
-        "decoded_image",
-        "choices",
-        "unit",
-        "precision",
-        "answer",
-        "question_type",
-        "answer_type",
-        "metadata",
-        "query",
-    ],
-    "care_mathverse": [
-        "sample_index",
-        "problem_index",
-        "problem_version",
-        "question",
-        "image",
-        "answer",
-        "question_type",
-        "metadata",
-        "query_wo",
-        "query_cot",
-        "question_for_eval",
-    ],
-    "care_mathvision": [
-        "id",
-        "question",
-        "options",
-        "image",
-        "decoded_image",
-        "answer",
-        "solution",
-        "level",
-        "subject",
-    ],
-    "care_mmmu": [
-        "id",
-        "question",
-        "options",
-        "explanation",
-        *_IMAGE_COLUMNS,
-        "img_type",
-        "answer",
-        "topic_difficulty",
-        "question_type",
-        "subfield",
-    ],
-    "care_mmmu_pro_std": [
-        "id",
-        "question",
-        "options",
-        "explanation",
-        *_IMAGE_COLUMNS,
-        "img_type",
-        "answer",
-        "topic_difficulty",
-        "subject",
-    ],
-    "care_mmmu_pro_vis": ["id", "image", "options", "answer", "subject"],
-    "care_synth": ["id", "images", "question", "answer", "answer_type"],
-}
-"""Public column schema of each task's files, in the hub's order (care_synth: the required
-fields of the project's row format; multiple-choice rows add `choices`)."""
-for _version_task in MATHVERSE_VERSIONS:
-    EXPECTED_COLUMNS[_version_task] = EXPECTED_COLUMNS["care_mathverse"]
-
-
-@dataclass(frozen=True)
-class TaskSource:
-    """Where a task's local copy lives under the data root, as on the hub.
-
-    repo: hub id, also the folder under the data root ("AI4Math/MathVista").
-    split: the split evaluated (the `test_split` of the task YAML).
-    parquet_patterns / arrow_patterns: globs relative to ``<data-root>/<repo>``, tried in order
-        (arrow: the ``data-*.arrow`` files of a ``save_to_disk`` folder).
-    problem_version: MathVerse rows kept (None: all rows).
-    """
-
-    repo: str
-    split: str
-    parquet_patterns: tuple[str, ...]
-    arrow_patterns: tuple[str, ...]
-    problem_version: str | None = None
-
-
-def _mathverse_source(version: str | None) -> TaskSource:
-    return TaskSource(
-        "AI4Math/MathVerse",
-        "testmini",
-        ("testmini.parquet", "testmini-*.parquet", "data/testmini-*.parquet"),
-        ("testmini/data-*.arrow", "data-*.arrow"),
-        version,
-    )
-
-
-TASK_SOURCES: dict[str, TaskSource] = {
-    "care_mathvista": TaskSource(
-        "AI4Math/MathVista",
-        "testmini",
-        ("data/testmini-*.parquet",),
-        ("testmini/data-*.arrow",),
-    ),
-    "care_mathverse": _mathverse_source(None),
-    **{task: _mathverse_source(version) for task, version in MATHVERSE_VERSIONS.items()},
-    "care_mathvision": TaskSource(
-        "MathLLMs/MathVision", "test", ("data/test-*.parquet",), ("test/data-*.arrow",)
-    ),
-    "care_mmmu": TaskSource(
-        "MMMU/MMMU",
-        "validation",
-        ("*/validation-*.parquet",),
-        ("*/validation/data-*.arrow",),
-    ),
-    "care_mmmu_pro_std": TaskSource(
-        "MMMU/MMMU_Pro",
-        "test",
-        ("standard (10 options)/test-*.parquet",),
-        ("standard (10 options)/test/data-*.arrow",),
-    ),
-    "care_mmmu_pro_vis": TaskSource(
-        "MMMU/MMMU_Pro", "test", ("vision/test-*.parquet",), ("vision/test/data-*.arrow",)
-    ),
-}
-
-SYNTH_FOLDER = "care_synth"
-"""care_synth reads ``<data-root>/care_synth/test.jsonl`` (or a synthetic dataset folder itself)."""
-
-TASKS: tuple[str, ...] = (*TASK_SOURCES, "care_synth")
-"""Every leaf task (groups excluded); care_mathverse is also a leaf for file checks."""
 
 VISION_ONLY_INSTRUCTION = "Answer the question shown in the image."
 VISION_CHOICE_INSTRUCTION = (
@@ -225,7 +75,7 @@ def data_root_from_env(task: str) -> str:
 
     Example: with ``CARE_DATA_ROOT=/data``, ``data_root_from_env("care_mmmu")`` → ``"/data"``.
     """
-    _check_task(task)
+    get_benchmark(task)
     if task == "care_synth" and os.environ.get(SYNTH_DIR_ENV):
         return os.environ[SYNTH_DIR_ENV]
     root = os.environ.get(DATA_ROOT_ENV)
@@ -253,7 +103,7 @@ def resolve_task_files(task: str, data_root: str | Path) -> dict[str, Any]:
     ``resolve_task_files("care_mathvista", "/data")["dataset_kwargs"]`` →
     ``{"data_files": {"testmini": ["/data/AI4Math/MathVista/data/testmini-00000-of-00001.parquet"]}}``.
     """
-    _check_task(task)
+    source = get_benchmark(task)
     if isinstance(data_root, str) and not data_root.strip():
         raise ValueError(f"{task}: data_root is empty; give the folder holding the benchmarks")
     root = Path(data_root).expanduser().resolve()
@@ -261,7 +111,6 @@ def resolve_task_files(task: str, data_root: str | Path) -> dict[str, Any]:
         raise ValueError(f"{task}: data root {root} does not exist or is not a folder")
     if task == "care_synth":
         return _resolve_synth(root)
-    source = TASK_SOURCES[task]
     folder = root / source.repo
     for file_format, patterns in (
         ("parquet", source.parquet_patterns),
@@ -292,7 +141,7 @@ def resolve_task_files(task: str, data_root: str | Path) -> dict[str, Any]:
 
 
 def check_columns(task: str, data_root: str | Path) -> dict[str, Any]:
-    """`resolve_task_files`, after checking every file has `EXPECTED_COLUMNS[task]`.
+    """`resolve_task_files`, after checking every file has the record's ``columns``.
 
     Only file schemas are read (parquet footers, arrow stream headers; for care_synth each
     JSONL row). ValueError naming the file, the missing columns and the expected ones.
@@ -302,7 +151,7 @@ def check_columns(task: str, data_root: str | Path) -> dict[str, Any]:
     columns: ['pid', 'question', …]")``.
     """
     resolved = resolve_task_files(task, data_root)
-    expected = EXPECTED_COLUMNS[task]
+    expected = list(BENCHMARKS[task].columns)
     for file_name in resolved["files"]:
         if resolved["format"] == "json":
             _check_jsonl_rows(task, Path(file_name), expected)
@@ -312,7 +161,7 @@ def check_columns(task: str, data_root: str | Path) -> dict[str, Any]:
         if missing:
             raise ValueError(
                 f"{task}: {file_name} lacks column(s) {missing}; expected columns: {expected} "
-                f"(the public schema of {TASK_SOURCES[task].repo}); found: {sorted(present)}"
+                f"(the public schema of {BENCHMARKS[task].repo}); found: {sorted(present)}"
             )
     return resolved
 
@@ -330,7 +179,7 @@ def expand_tasks(names: Sequence[str]) -> list[str]:
         if name in GROUPS:
             members = expand_tasks(list(GROUPS[name]))
         else:
-            _check_task(name)
+            get_benchmark(name)
             members = [name]
         leaves.extend(member for member in members if member not in leaves)
     return leaves
@@ -451,13 +300,6 @@ def _read_rows(path: Path, file_format: str) -> list[dict]:
     return table.to_pylist()
 
 
-def _check_task(task: str) -> None:
-    if task not in TASK_SOURCES and task != "care_synth":
-        raise ValueError(
-            f"unknown task {task!r}; known tasks: {list(TASKS)}, groups: {list(GROUPS)}"
-        )
-
-
 # ---------------------------------------------------------------- rows → problems
 
 
@@ -493,22 +335,12 @@ def task_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
     ``TaskProblem(question=…, prompt_choices=("3", "5"), image_sources=("decoded_image",),
     answer="B", answer_type="multiple_choice", score_choices=("3", "5"))``.
     """
-    _check_task(task)
+    rule = ROW_RULES[get_benchmark(task).rule]
     if not isinstance(doc, Mapping):
         raise ValueError(
             f"{task}: doc must be a mapping (one dataset row), got {type(doc).__name__}"
         )
-    if task == "care_mathvista":
-        return _mathvista_problem(doc)
-    if task == "care_mathverse" or task in MATHVERSE_VERSIONS:
-        return _mathverse_problem(doc)
-    if task == "care_mathvision":
-        return _mathvision_problem(doc)
-    if task in ("care_mmmu", "care_mmmu_pro_std"):
-        return _mmmu_problem(task, doc)
-    if task == "care_mmmu_pro_vis":
-        return _mmmu_pro_vision_problem(doc)
-    return _synth_problem(doc)
+    return rule(task, doc)
 
 
 def doc_to_text(task: str, doc: Mapping[str, Any]) -> str:
@@ -532,7 +364,7 @@ def doc_images(task: str, doc: Mapping[str, Any]) -> list[Image.Image]:
     row_id = _row_id(doc)
     sources = problem.image_sources
     if sources is None:
-        sources = tuple(column for column in _IMAGE_COLUMNS if _has_image(doc.get(column)))
+        sources = tuple(column for column in MMMU_IMAGE_COLUMNS if _has_image(doc.get(column)))
     images = []
     for source in sources:
         if task == "care_synth":
@@ -675,20 +507,20 @@ def to_pil(value: Any, where: str) -> Image.Image:
 # ---------------------------------------------------------------- per-benchmark rules
 
 
-def _mathvista_problem(doc: Mapping[str, Any]) -> TaskProblem:
+def _mathvista_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
     pid = _row_id(doc)
-    question = _required_text(doc, "question", f"care_mathvista row {pid}")
+    question = _required_text(doc, "question", f"{task} row {pid}")
     unit = doc.get("unit")
     if isinstance(unit, str) and unit.strip():
         question = f"{question} (Unit: {unit.strip()})"
-    answer = _required_text(doc, "answer", f"care_mathvista row {pid}")
+    answer = _required_text(doc, "answer", f"{task} row {pid}")
     if doc.get("question_type") == "multi_choice":
-        choices = _string_list(doc.get("choices"), f"care_mathvista row {pid} choices")
+        choices = _string_list(doc.get("choices"), f"{task} row {pid} choices")
         if not choices:
-            raise ValueError(f"care_mathvista row {pid}: multi_choice row without choices")
+            raise ValueError(f"{task} row {pid}: multi_choice row without choices")
         letters = gold_letters(answer, choices)
         if len(letters) != 1:
-            raise ValueError(f"care_mathvista row {pid}: answer {answer!r} names several options")
+            raise ValueError(f"{task} row {pid}: answer {answer!r} names several options")
         return TaskProblem(
             question,
             tuple(choices),
@@ -705,8 +537,7 @@ def _mathvista_problem(doc: Mapping[str, Any]) -> TaskProblem:
     answer_types = {"integer": "integer", "float": "number", "list": "math", "text": "text"}
     if answer_kind not in answer_types:
         raise ValueError(
-            f"care_mathvista row {pid}: answer_type {answer_kind!r} is not one of "
-            f"{list(answer_types)}"
+            f"{task} row {pid}: answer_type {answer_kind!r} is not one of {list(answer_types)}"
         )
     hint = hints.get(answer_kind)
     if answer_kind == "float":
@@ -721,8 +552,8 @@ def _mathvista_problem(doc: Mapping[str, Any]) -> TaskProblem:
     return TaskProblem(question, None, ("decoded_image",), answer, answer_types[answer_kind], None)
 
 
-def _mathverse_problem(doc: Mapping[str, Any]) -> TaskProblem:
-    row = f"care_mathverse row {_row_id(doc)}"
+def _mathverse_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
+    row = f"{task} row {_row_id(doc)}"
     answer = _required_text(doc, "answer", row)
     text = doc.get("question") or ""
     if not isinstance(text, str):
@@ -742,8 +573,8 @@ def _mathverse_problem(doc: Mapping[str, Any]) -> TaskProblem:
     return TaskProblem(question, prompt_choices, ("image",), answer, answer_type, score_choices)
 
 
-def _mathvision_problem(doc: Mapping[str, Any]) -> TaskProblem:
-    row = f"care_mathvision row {_row_id(doc)}"
+def _mathvision_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
+    row = f"{task} row {_row_id(doc)}"
     raw_question = _required_text(doc, "question", row)
     question = _MATHVISION_IMAGE_TOKEN.sub(" ", raw_question)
     question = re.sub(r"[ \t]{2,}", " ", question).strip() or VISION_ONLY_INSTRUCTION
@@ -779,8 +610,8 @@ def _mmmu_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
     return TaskProblem(question, None, image_sources, accepted[0], None, None, tuple(accepted[1:]))
 
 
-def _mmmu_pro_vision_problem(doc: Mapping[str, Any]) -> TaskProblem:
-    row = f"care_mmmu_pro_vis row {_row_id(doc)}"
+def _mmmu_pro_vision_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
+    row = f"{task} row {_row_id(doc)}"
     answer = _required_text(doc, "answer", row)
     options = parse_options(doc.get("options"), f"{row} options")
     score_choices = tuple(options) if options else None
@@ -789,8 +620,8 @@ def _mmmu_pro_vision_problem(doc: Mapping[str, Any]) -> TaskProblem:
     )
 
 
-def _synth_problem(doc: Mapping[str, Any]) -> TaskProblem:
-    row = f"care_synth row {_row_id(doc)}"
+def _synth_problem(task: str, doc: Mapping[str, Any]) -> TaskProblem:
+    row = f"{task} row {_row_id(doc)}"
     question = _required_text(doc, "question", row)
     answer = _required_text(doc, "answer", row)
     choices = doc.get("choices")
@@ -807,6 +638,18 @@ def _synth_problem(doc: Mapping[str, Any]) -> TaskProblem:
         answer_type if isinstance(answer_type, str) else None,
         tuple(choice_list) if choice_list else None,
     )
+
+
+ROW_RULES: dict[str, Callable[[str, Mapping[str, Any]], TaskProblem]] = {
+    "mathvista": _mathvista_problem,
+    "mathverse": _mathverse_problem,
+    "mathvision": _mathvision_problem,
+    "mmmu": _mmmu_problem,
+    "mmmu_pro_vision": _mmmu_pro_vision_problem,
+    "synth": _synth_problem,
+}
+"""Row rule name (a benchmark record's ``rule``) → ``rule(task, row) -> TaskProblem``; tasks that
+share a schema share a rule (the five MathVerse versions, MMMU and MMMU-Pro standard)."""
 
 
 def split_choices(text: str) -> tuple[str, list[str] | None]:
@@ -870,7 +713,7 @@ def _place_image_tokens(texts: Sequence[str]) -> tuple[list[str], list[str]]:
         column = f"image_{match[1]}"
         if column in seen:
             return f"image {match[1]}"
-        if column not in _IMAGE_COLUMNS:
+        if column not in MMMU_IMAGE_COLUMNS:
             raise ValueError(f"{match[0]!r} refers to {column}, but MMMU rows hold image_1…image_7")
         seen.append(column)
         return "<image>"

@@ -1,4 +1,4 @@
-"""A plain, per-group, loop-by-loop CARE reference (ALGORITHM.md sections 1-3).
+"""A plain, per-group, loop-by-loop CARE reference (docs/algorithm.md sections 2-4).
 
 Written to be obviously correct rather than fast: the vectorised ``care_advantages`` is checked
 against it in the property tests, and ``bench/bench_advantages.py`` times it as the baseline a

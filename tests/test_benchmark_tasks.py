@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from fixtures.benchmarks import MARKER_FILE, write_fixtures
 from PIL import Image
 
 from care.data import load_examples
 from care.prompts import PROMPT_VERSION, SYSTEM_PROMPT, build_messages
-from evaluation import tasks
-from evaluation.fixtures import MARKER_FILE, write_fixtures
+from evaluation import benchmarks, tasks
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "benchmarks_cfg"
 THINK = "<think>counting carefully</think>\n"
@@ -34,7 +34,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def docs(data_root: Path) -> dict[str, list[dict[str, Any]]]:
-    return {task: tasks.load_task_docs(task, data_root) for task in tasks.TASKS}
+    return {task: tasks.load_task_docs(task, data_root) for task in benchmarks.TASKS}
 
 
 def by_key(rows: list[dict[str, Any]], key: str, value: str) -> dict[str, Any]:
@@ -79,9 +79,9 @@ def test_fixture_files_have_exactly_the_public_columns_and_hub_names(data_root: 
         assert resolved["files"] == [str(data_root / name) for name in relative]
         for file_name in resolved["files"]:
             schema = pq.read_schema(file_name)
-            assert schema.names == tasks.EXPECTED_COLUMNS[task], file_name
+            assert schema.names == list(benchmarks.BENCHMARKS[task].columns), file_name
             features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
-            assert list(features) == tasks.EXPECTED_COLUMNS[task]
+            assert list(features) == list(benchmarks.BENCHMARKS[task].columns)
     image_struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     mathvista = pq.read_schema(data_root / expected_files["care_mathvista"][0])
     assert mathvista.field("decoded_image").type == image_struct
@@ -97,7 +97,7 @@ def test_fixtures_hold_twenty_rows_per_task_and_every_layout(docs: dict[str, lis
         assert len(docs[task]) == 20, task
     assert len(docs["care_mmmu_pro_std"]) == len(docs["care_mmmu_pro_vis"]) == 20
     assert len(docs["care_synth"]) == 20
-    for version_task, version in tasks.MATHVERSE_VERSIONS.items():
+    for version_task, version in benchmarks.MATHVERSE_VERSIONS.items():
         assert [row["problem_version"] for row in docs[version_task]] == [version] * 4
     mathverse_types = {row["question_type"] for row in docs["care_mathverse"]}
     assert mathverse_types == {"multi-choice", "free-form"}
@@ -341,7 +341,7 @@ def test_mathvista_choice_and_free_form_with_precision(docs: dict[str, list[dict
 
 
 def test_mathverse_versions_including_vision_only(docs: dict[str, list[dict]]) -> None:
-    for task in tasks.MATHVERSE_VERSIONS:
+    for task in benchmarks.MATHVERSE_VERSIONS:
         choice, free = docs[task][0], docs[task][1]  # gold C (= 60°), gold 12
         assert accuracies(
             task,
@@ -459,6 +459,55 @@ def test_process_results_reports_the_extracted_answer_and_rejects_bad_input(
         tasks.process_results("care_mmmu_pro_vis", row, "B")
 
 
+# ---------------------------------------------------------------- the registry
+
+
+def test_registry_holds_one_consistent_record_per_task() -> None:
+    records = benchmarks.BENCHMARKS
+    assert list(records) == list(benchmarks.TASKS)
+    assert all(records[task].task == task for task in records)
+    assert {record.rule for record in records.values()} == set(tasks.ROW_RULES)
+    assert benchmarks.GROUPS["care_six"] == benchmarks.PAPER_BENCHMARKS
+    assert benchmarks.GROUPS["care_mathverse"] == tuple(benchmarks.MATHVERSE_VERSIONS)
+    assert benchmarks.MATHVERSE_VERSIONS["care_mathverse_vision_only"] == "Vision Only"
+    versions = [records[task] for task in benchmarks.MATHVERSE_VERSIONS]
+    assert {(r.repo, r.columns, r.rule) for r in versions} == {
+        (records["care_mathverse"].repo, records["care_mathverse"].columns, "mathverse")
+    }
+    # The paper's sizes: 788 problems x 5 versions = 3,940 MathVerse rows.
+    assert sum(r.rows for r in versions) == records["care_mathverse"].rows == 3940
+    assert [records[t].name for t in benchmarks.PAPER_BENCHMARKS] == [
+        "MathVista",
+        "MathVerse",
+        "MATH-Vision",
+        "MMMU",
+        "MMMU-Pro standard",
+        "MMMU-Pro vision",
+    ]
+    assert records["care_mmmu_pro_vis"].config == "vision"
+    assert records["care_mmmu_pro_std"].answer_types == ("multiple_choice",)
+    assert all(r.scoring and r.answer_types for r in records.values())
+    with pytest.raises(ValueError, match="unknown task 'care_mmlu'; known tasks"):
+        benchmarks.get_benchmark("care_mmlu")
+
+
+def test_macro_average_takes_the_papers_six_when_present_else_every_task() -> None:
+    partial = benchmarks.macro_average(
+        {"care_mathvista": 0.75, "care_synth": 0.125, "care_mmmu": 0.5}
+    )
+    assert partial.value == 0.625 and partial.tasks == ("care_mathvista", "care_mmmu")
+    assert not partial.complete
+    six = dict.fromkeys(benchmarks.PAPER_BENCHMARKS, 0.5) | {"care_mathvista": 0.8}
+    full = benchmarks.macro_average({**six, "care_synth": 0.0})
+    assert full.value == pytest.approx(0.55) and full.complete  # (0.8 + 5 x 0.5) / 6
+    assert benchmarks.macro_average({"care_synth": 0.25}).tasks == ("care_synth",)
+    # A MathVerse version on its own is not the benchmark: no paper task, so all tasks count.
+    versions = benchmarks.macro_average({"care_mathverse_text_lite": 0.5, "care_synth": 1.0})
+    assert versions.value == 0.75
+    assert benchmarks.macro_average({"care_mmmu": float("nan")}) is None
+    assert benchmarks.macro_average({"care_mmmu": float("nan"), "care_synth": 0.5}).value == 0.5
+
+
 # ---------------------------------------------------------------- task YAMLs
 
 
@@ -497,7 +546,7 @@ def test_every_task_yaml_resolves_against_the_data_root(
     configs = {path.stem: _read_yaml(path) for path in sorted(CONFIG_DIR.glob("*.yaml"))}
     configs.pop("paper_reference")
     task_configs = {name: c for name, c in configs.items() if "group" not in c}
-    assert set(task_configs) == set(tasks.TASKS) - {"care_mathverse"}
+    assert set(task_configs) == set(benchmarks.TASKS) - {"care_mathverse"}
     for name, config in task_configs.items():
         assert config["task"] == name
         assert config["reasoning_tags"] == "none"
@@ -510,11 +559,14 @@ def test_every_task_yaml_resolves_against_the_data_root(
             if isinstance(value, _FunctionTag):
                 assert getattr(utils, value.name.removeprefix("utils.")) is not None, (name, key)
         resolved = tasks.check_columns(name, data_root)
-        assert getattr(utils, f"{name}_dataset_path") == resolved["format"]
-        kwargs = getattr(utils, f"{name}_dataset_kwargs")
+        assert (
+            getattr(utils, config["dataset_path"].name.removeprefix("utils.")) == resolved["format"]
+        )
+        kwargs = getattr(utils, config["dataset_kwargs"].name.removeprefix("utils."))
         assert kwargs == {"data_files": {config["test_split"]: resolved["files"]}}
+        assert config["test_split"] == benchmarks.BENCHMARKS[name].split
     groups = {name: c for name, c in configs.items() if "group" in c}
-    assert {name: tuple(c["task"]) for name, c in groups.items()} == tasks.GROUPS
+    assert {name: tuple(c["task"]) for name, c in groups.items()} == benchmarks.GROUPS
     weighted = {name: c["aggregate_metric_list"][0]["weight_by_size"] for name, c in groups.items()}
     assert weighted == {"care_mathverse": True, "care_six": False}
 
@@ -566,7 +618,9 @@ def test_task_yamls_load_in_lmms_eval(
     }.items():
         monkeypatch.setenv(name, value)
     manager = lmms_tasks.TaskManager(include_path=str(CONFIG_DIR), include_defaults=False)
-    assert set(manager.all_tasks) == (set(tasks.TASKS) - {"care_mathverse"}) | set(tasks.GROUPS)
+    assert set(manager.all_tasks) == (set(benchmarks.TASKS) - {"care_mathverse"}) | set(
+        benchmarks.GROUPS
+    )
     task_dict = lmms_tasks.get_task_dict(["care_six", "care_synth"], manager, "chat")
     leaves = {}
     for value in task_dict.values():
@@ -579,7 +633,7 @@ def test_task_yamls_load_in_lmms_eval(
     for name, task in leaves.items():
         assert type(task).__name__ == "ConfigurableMessagesTask"
         docs = task.test_docs()
-        assert len(docs) == (4 if name in tasks.MATHVERSE_VERSIONS else 20), name
+        assert len(docs) == (4 if name in benchmarks.MATHVERSE_VERSIONS else 20), name
         messages = task.doc_to_messages(docs[0])
         plain, images = tasks.split_images(messages)
         assert plain == tasks.split_images(tasks.doc_to_messages(name, docs[0]))[0]
@@ -596,7 +650,7 @@ def test_paper_reference_macro_is_the_mean_of_the_six() -> None:
     reference = yaml.safe_load((CONFIG_DIR / "paper_reference.yaml").read_text(encoding="utf-8"))
     order = reference["benchmark_order"]
     assert order == ["mathvista", "mathverse", "mathvision", "mmmu", "mmmu_pro_std", "mmmu_pro_vis"]
-    assert {b["task"] for b in reference["benchmarks"].values()} == set(tasks.GROUPS["care_six"])
+    assert [reference["benchmarks"][key] for key in order] == list(benchmarks.PAPER_BENCHMARKS)
     checked = 0
     for row in reference["main_table"]:
         scores = [row["scores"][key] for key in order]
@@ -604,6 +658,12 @@ def test_paper_reference_macro_is_the_mean_of_the_six() -> None:
             assert None in scores
             continue
         assert abs(statistics.mean(scores) - row["macro"]) <= 0.005 + 1e-9, row["model"]
+        by_task = {
+            reference["benchmarks"][key]: score / 100
+            for key, score in zip(order, scores, strict=True)
+        }
+        macro = benchmarks.macro_average(by_task)
+        assert macro.complete and abs(100 * macro.value - row["macro"]) <= 0.005 + 1e-9
         checked += 1
     assert checked == 6
     care = next(r for r in reference["main_table"] if r["model"] == "Qwen2.5-VL-7B-Instruct + CARE")

@@ -1,4 +1,7 @@
-"""care_advantages: ALGORITHM.md worked examples, properties against a per-group reference, errors."""
+"""care_advantages: worked examples, properties against a per-group reference, errors.
+
+The worked numbers are those of docs/algorithm.md sections 2-4.
+"""
 
 from __future__ import annotations
 

@@ -23,13 +23,12 @@ pytest.importorskip(
 )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
+from fixtures.runs import write_synthetic_run  # noqa: E402
 from PIL import Image  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-from analysis_app.synthetic import write_synthetic_run  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

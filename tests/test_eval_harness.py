@@ -15,12 +15,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fixtures.benchmarks import write_fixtures
 from typer.testing import CliRunner
 
 from care.cli import app
@@ -28,7 +30,7 @@ from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
 from care.rollout.base import SamplingParams
-from evaluation.fixtures import write_fixtures
+from evaluation.benchmarks import PAPER_BENCHMARKS
 from evaluation.model import CareVLM, cut_at_stop_strings, resolve_sampling
 from evaluation.results import (
     BenchmarkResult,
@@ -342,27 +344,39 @@ def test_results_table_macro_average_and_seed_spread_match_hand_computation():
     # care_mmmu: mean 0.30, std sqrt((0.01 + 0.01 + 0.04) / 2) = 0.173205.
     assert table.rows[1].mean == pytest.approx(0.30)
     assert table.rows[1].std == pytest.approx(0.1732051, abs=1e-7)
-    # Per-seed macros 0.5, 0.566667, 0.733333 → mean 0.6, std sqrt(0.0288889 / 2) = 0.120185.
-    assert table.macro.mean == pytest.approx(0.60)
-    assert table.macro.std == pytest.approx(0.1201850, abs=1e-7)
-    assert table.macro.n == 60
+    # The macro is the paper's: care_synth is no paper benchmark and stays out of it. Per-seed
+    # macros (0.5 + 0.2) / 2 = 0.35, 0.40, 0.60 → mean 0.45, std sqrt(0.035 / 2) = 0.132288.
+    assert table.macro.mean == pytest.approx(0.45)
+    assert table.macro.std == pytest.approx(0.1322876, abs=1e-7)
+    assert table.macro.n == 30
+    assert table.macro.label == "macro average (2 of 6)"
     assert to_markdown(table).splitlines() == [
-        "| benchmark | n | seeds | accuracy (%) |",
-        "|---|---:|---:|---:|",
-        "| care_mathvista | 10 | 3 | 60.00 ± 10.00 |",
-        "| care_mmmu | 20 | 3 | 30.00 ± 17.32 |",
-        "| care_synth | 30 | 3 | 90.00 ± 10.00 |",
-        "| macro average | 60 | 3 | 60.00 ± 12.02 |",
+        "| benchmark              |   n | seeds |  accuracy (%) |",
+        "|:-----------------------|----:|------:|--------------:|",
+        "| care_mathvista         |  10 |     3 | 60.00 ± 10.00 |",
+        "| care_mmmu              |  20 |     3 | 30.00 ± 17.32 |",
+        "| care_synth             |  30 |     3 | 90.00 ± 10.00 |",
+        "| macro average (2 of 6) |  30 |     3 | 45.00 ± 13.23 |",
     ]
-    assert to_csv(table).splitlines()[-1] == "macro average,60,0 1 2,60.0000,12.0185"
+    assert to_csv(table).splitlines()[-1] == "macro average (2 of 6),30,0 1 2,45.0000,13.2288"
+    six = build_table(
+        [BenchmarkResult(task, {0: 0.5}) for task in PAPER_BENCHMARKS]
+        + [BenchmarkResult("care_synth", {0: 1.0})]
+    )
+    assert (six.macro.label, six.macro.mean) == ("macro average", 0.5)
 
 
 def test_results_table_with_one_seed_or_mismatched_seeds():
     single = build_table(
         [BenchmarkResult("care_mmmu", {0: 0.451}), BenchmarkResult("care_synth", {0: 0.25})]
     )
-    assert single.macro.mean == pytest.approx(0.3505) and single.macro.std is None
-    assert to_markdown(single).splitlines()[-1] == "| macro average |  | 1 | 35.05 |"
+    assert single.macro.mean == pytest.approx(0.451) and single.macro.std is None
+    assert (
+        to_markdown(single).splitlines()[-1]
+        == "| macro average (1 of 6) |     |     1 |        45.10 |"
+    )
+    alone = build_table([BenchmarkResult("care_synth", {0: 0.25})])
+    assert (alone.macro.label, alone.macro.mean) == ("macro average (care_synth)", 0.25)
     mixed = build_table([BenchmarkResult("a", {0: 0.5}), BenchmarkResult("b", {0: 0.5, 1: 0.7})])
     assert mixed.macro is None
     assert mean_std([0.4]) == (0.4, None)
@@ -410,6 +424,18 @@ def test_lmms_eval_command_has_no_response_cache_and_names_the_task_folder(check
     assert "seed=3" in command[command.index("--model_args") + 1].split(",")
     assert command[command.index("--process_docs_parallel") + 1] == "1"
     assert "--log_samples" in command and "--use_cache" not in command
+    vllm = lmms_eval_command(replace(settings, engine="vllm"), "care_synth", 3, Path("/out"))
+    assert "engine=vllm" in vllm[vllm.index("--model_args") + 1].split(",")
+
+
+def test_care_eval_refuses_an_unknown_engine_before_running(checkpoint, data_root, quiet_env):
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--checkpoint", str(checkpoint), "--tasks", "care_synth"]
+        + ["--data-root", str(data_root), "--engine", "sglang", "--out", "/nonexistent/out"],
+    )
+    assert result.exit_code == 2
+    assert "engine must be one of ['hf', 'vllm'], got 'sglang'" in result.stderr
 
 
 @pytest.mark.slow
@@ -451,8 +477,9 @@ def test_care_eval_writes_results_skips_finished_and_fails_loudly(
     assert sum(record["acc"] for record in records) == 2 * synth_gold_b(root, limit)
     assert [record["seed"] for record in records] == [0] * limit + [1] * limit
     row = f"| care_synth | {limit} | 2 | {100 * expected:.2f} ± 0.00 |"
-    assert row in first.stdout.splitlines()
-    assert row in (out / "results.md").read_text().splitlines()
+    # The table pads its columns; compare with single spaces.
+    assert row in [" ".join(line.split()) for line in first.stdout.splitlines()]
+    assert row in [" ".join(line.split()) for line in (out / "results.md").read_text().splitlines()]
     record = json.loads((out / "lmms_eval" / "care_synth" / "seed_1" / "run.json").read_text())
     assert record["status"] == "ok"
     assert record["env"] == {

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("plotly", reason="exports need the 'app' extra: pip install -e '.[app]'")
 
+from fixtures.runs import write_synthetic_run  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from analysis_app import data, export, figures  # noqa: E402
-from analysis_app.synthetic import write_synthetic_run  # noqa: E402
 from care.cli import app as care_cli  # noqa: E402
 
 HAS_BROWSER = export.find_browser() is not None
@@ -103,7 +103,9 @@ def test_without_a_browser_figures_fall_back_to_matplotlib_and_say_so(
 def test_kaleido_with_chromium_writes_png_pdf_svg(two_runs: list[Path], tmp_path: Path) -> None:
     frame, _ = data.steps_of_runs({"care": two_runs[0], "grpo": two_runs[1]})
     paths, engine, notices = export.write_figures(
-        {"failure_share": figures.failure_share_figure(frame, 0.6)}, tmp_path, engine="kaleido"
+        {"failure_share": figures.signal_figures(frame, 0.6)["failure_share"]},
+        tmp_path,
+        engine="kaleido",
     )
     assert engine == "kaleido" and notices == []
     assert len(paths) == 3

@@ -1,4 +1,7 @@
-"""Policy loss, KL, aggregation, log-probs and entropy: hand-computed numbers (ALGORITHM.md s. 5-6)."""
+"""Policy loss, KL, aggregation, log-probs and entropy: hand-computed numbers.
+
+The settings are those of docs/algorithm.md sections 6 (CARE) and 7 (the baselines).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ from care.algo.losses import (
     importance_ratio,
     kl_loss,
     kl_penalty,
-    masked_entropy,
     policy_loss,
     sequence_logprobs,
+    token_entropy,
 )
 
 DOUBLE = torch.float64
@@ -532,7 +535,7 @@ def test_policy_loss_rejects_mismatched_shapes() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# sequence_logprobs and masked_entropy
+# sequence_logprobs and token_entropy
 # ------------------------------------------------------------------------------------------------
 
 
@@ -601,27 +604,30 @@ def test_sequence_logprobs_rejects_out_of_range_targets_and_bad_shapes() -> None
         sequence_logprobs(logits, targets, chunk_size=0)
 
 
-def test_masked_entropy_docstring_example() -> None:
+def test_token_entropy_docstring_example() -> None:
     logits = t([[[0.0, 0.0], [0.0, math.log(3.0)]]])
-    entropy = masked_entropy(logits, torch.tensor([[True, True]]))
-    expected = (math.log(2) - (0.25 * math.log(0.25) + 0.75 * math.log(0.75))) / 2  # 0.6277
-    assert entropy.item() == pytest.approx(expected)
+    entropy = token_entropy(logits, torch.tensor([[True, True]]))
+    expected = [math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]  # 0.6931, 0.5623
+    torch.testing.assert_close(entropy, t([expected]))
 
 
-def test_masked_entropy_equals_naive_mean_over_masked_tokens_in_any_chunking() -> None:
+def test_token_entropy_equals_naive_entropy_on_masked_tokens_in_any_chunking() -> None:
     logits, _ = _random_logits()
     logits[0, 0, 3] = float("-inf")  # a banned token: p log p must count as 0, not NaN
     mask = torch.rand(3, 5, generator=torch.Generator().manual_seed(2)) > 0.4
+    mask[0, 0] = True
     probs = torch.softmax(logits, -1)
-    naive_per_token = -(probs * torch.log_softmax(logits, -1)).nan_to_num(0.0).sum(-1)
-    naive = naive_per_token[mask].mean()
+    naive = -(probs * torch.log_softmax(logits, -1)).nan_to_num(0.0).sum(-1) * mask
 
     for chunk_size in (1, 3, 1000):
-        entropy = masked_entropy(logits.requires_grad_(True), mask, chunk_size=chunk_size)
+        entropy = token_entropy(logits.requires_grad_(True), mask, chunk_size=chunk_size)
         torch.testing.assert_close(entropy, naive.detach())
-        assert not entropy.requires_grad
+        assert not entropy.requires_grad and entropy.dtype == DOUBLE
 
 
-def test_masked_entropy_of_an_empty_mask_is_nan() -> None:
-    logits, _ = _random_logits()
-    assert math.isnan(masked_entropy(logits, torch.zeros(3, 5, dtype=torch.bool)).item())
+def test_token_entropy_is_zero_off_the_mask_and_float32_for_bf16() -> None:
+    logits, _ = _random_logits(torch.bfloat16)
+    empty = token_entropy(logits, torch.zeros(3, 5, dtype=torch.bool))
+    assert empty.dtype == torch.float32 and not empty.any()
+    with pytest.raises(ValueError, match=r"mask must have shape \[B, L\] = \(3, 5\)"):
+        token_entropy(logits, torch.ones(3, 4, dtype=torch.bool))

@@ -1,4 +1,4 @@
-"""Per-step signal metrics (ALGORITHM.md section 7) on hand-computed batches."""
+"""Per-step signal metrics (docs/algorithm.md section 8) on hand-computed batches."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def floats(*values: float) -> torch.Tensor:
 def test_care_group_failure_share_is_s_over_one_plus_s(
     k_prime: int, negative_advantage: float
 ) -> None:
-    # ALGORITHM.md section 1 worked numbers (K = 4, s = 0.5, equalise on): anchor +2.0 and
+    # docs/algorithm.md section 2.4 worked numbers (K = 4, s = 0.5, equalise on): anchor +2.0 and
     # K' negatives of -s*sqrt(K)/K' → failures carry s*sqrt(K) of (1+s)*sqrt(K): 0.5/1.5.
     advantages = floats(2.0, *([negative_advantage] * k_prime))
     correct = bools(T, *([F] * k_prime))
@@ -83,7 +83,7 @@ def test_rescue_pseudo_anchor_counts_as_failure() -> None:
 
 
 def test_passed_rgr_repair_is_failure_derived_only_in_the_seq_share() -> None:
-    # ALGORITHM.md section 3, repair passed: S rewards [1, 1, 0, 0, 0] → [+a, +a, -a/3 x3] with
+    # docs/algorithm.md section 4, repair passed: S rewards [1, 1, 0, 0, 0] → [+a, +a, -a/3 x3] with
     # a = sqrt(1.5). Row 1 (the replaced hard negative) stays in the batch with 0; row 5 is the
     # repair. Failure-derived: the repair a + three negatives a = 2a of 3a; without RGR: a of 3a.
     a = math.sqrt(1.5)

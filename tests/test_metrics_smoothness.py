@@ -1,4 +1,4 @@
-"""Training-smoothness metrics (ALGORITHM.md section 7) on hand-computed curves."""
+"""Training-smoothness metrics (docs/algorithm.md section 8) on hand-computed curves."""
 
 from __future__ import annotations
 

@@ -395,6 +395,46 @@ def test_config_selects_the_vllm_engine(monkeypatch):
     assert chosen == {"model": "policy", "processor": "processor", "sleep_after_generate": True}
 
 
+def test_one_factory_builds_both_engines_from_a_policy_or_a_checkpoint(tmp_path, monkeypatch):
+    from care.models.vlm import build_tiny_vlm, save_policy
+    from care.rollout import factory
+    from care.rollout.hf import HFRolloutEngine
+
+    model, processor = build_tiny_vlm(train_tiny_bpe_tokenizer(), seed=0)
+    engine, same = factory.make_engine("hf", policy=(model, processor), batch_size=3)
+    assert isinstance(engine, HFRolloutEngine) and engine.model is model and same is processor
+    assert engine.batch_size == 3
+    folder = save_policy(model, processor, tmp_path / "ckpt")
+    loaded, loaded_processor = factory.make_engine("hf", checkpoint=folder, batch_size=2)
+    assert isinstance(loaded, HFRolloutEngine) and loaded.model is not model
+    torch.testing.assert_close(
+        loaded.model.get_input_embeddings().weight, model.get_input_embeddings().weight
+    )
+    assert loaded_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+    built: dict[str, Any] = {}
+
+    def fake_engine(path, processor, **kwargs):
+        built.update(path=path, processor=processor, **kwargs)
+        return "vllm engine"
+
+    # A checkpoint engine for evaluation: vLLM loads the folder, nothing else loads the weights.
+    monkeypatch.setattr("care.rollout.vllm.VLLMRolloutEngine", fake_engine)
+    engine, _ = factory.make_engine("vllm", checkpoint=folder, batch_size=16, dtype="bfloat16")
+    assert engine == "vllm engine" and built["path"] == folder
+    assert (built["gpu_memory_utilization"], built["dtype"]) == (0.9, "bfloat16")
+    assert built["llm_kwargs"] == {"max_num_seqs": 16} and built["sleep_after_generate"] is False
+
+    with pytest.raises(ValueError, match=r"rollout engine must be one of \['hf', 'vllm'\]"):
+        factory.make_engine("sglang", checkpoint=folder)
+    with pytest.raises(ValueError, match="exactly one of policy"):
+        factory.make_engine("hf")
+    with pytest.raises(ValueError, match="exactly one of policy"):
+        factory.make_engine("hf", policy=(model, processor), checkpoint=folder)
+    with pytest.raises(ValueError, match=r"vllm_kwargs \['max_model_len'\] given for the hf"):
+        factory.make_engine("hf", policy=(model, processor), vllm_kwargs={"max_model_len": 8})
+
+
 # ----------------------------------------------------------------------------------------------
 # Real vLLM (a separate environment; see the module docstring)
 

@@ -24,8 +24,10 @@ from care.runlog import (
     RunLogError,
     RunReader,
     RunWriter,
+    StepIndex,
     list_runs,
     read_jsonl,
+    read_table,
     sample_file,
     to_json_value,
 )
@@ -290,6 +292,116 @@ def test_warn_mode_skips_bad_lines_and_describes_them(tmp_path: Path) -> None:
     assert len(run.warnings) == 3 and run.warnings[0].startswith(f"{path}:3: ")
     with pytest.raises(ValueError, match="on_corrupt must be one of"):
         read_jsonl(path, on_corrupt="ignore")  # type: ignore[arg-type]
+
+
+# -- fast readers: pyarrow tables and the step index ------------------------------------------
+
+
+def _written_run(tmp_path: Path, steps: int = 5, groups: int = 3) -> Path:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        for step in range(1, steps + 1):
+            writer.log_step(step, {"acc/mean": step / 10, "rgr/pass_rate": None, "note": "x"})
+            writer.log_groups(step, [group_record(g, n_correct=step % 4) for g in range(groups)])
+    return run_dir
+
+
+def test_read_table_gives_the_records_read_jsonl_gives(tmp_path: Path) -> None:
+    run_dir = _written_run(tmp_path)
+    path = run_dir / "steps.jsonl"
+    read = read_table(path)
+    assert read is not None and read.truncated_tail is False
+    assert read.table.to_pylist() == read_jsonl(path).records
+    assert read.table.column("step").to_pylist() == [1, 2, 3, 4, 5]
+    with path.open("a") as handle:
+        handle.write('{"step": 6, "acc/me')  # killed mid-write
+    read = read_table(path)
+    assert read.truncated_tail is True and read.table.num_rows == 5
+    path.write_text('{"step": 1}\n{"step": 2}')  # a whole last record without its newline
+    assert read_table(path).table.column("step").to_pylist() == [1, 2]
+    path.write_text("")
+    assert read_table(path).table.num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "bad_lines"),
+    [
+        ('{"step": 1}\n{oops\n{"step": 3}\n', 1),  # a corrupt line
+        ('{"step": 1, "a": true}\n{"step": 2, "a": 1}\n', 0),  # a column changes type
+        ('{"step": 1}\n{"a": 2}\n', 1),  # a record without a step
+        ('{"step": 1.5}\n', 1),  # a step that is no int
+        ('{"step": 1}\n[1, 2]\n', 1),  # not an object
+    ],
+)
+def test_read_table_leaves_anything_unclean_to_the_line_reader(
+    tmp_path: Path, text: str, bad_lines: int
+) -> None:
+    path = tmp_path / "steps.jsonl"
+    path.write_text(text)
+    assert read_table(path) is None
+    # The line reader reads what it can and names each bad line.
+    assert len(read_jsonl(path, "warn", require_int_field="step").warnings) == bad_lines
+
+
+def test_step_index_returns_each_steps_records_as_the_full_read_does(tmp_path: Path) -> None:
+    path = _written_run(tmp_path) / "groups.jsonl"
+    index = StepIndex.open(path)
+    everything = read_jsonl(path).records
+    assert index.steps == [1, 2, 3, 4, 5] and len(index) == 15
+    for step in index.steps:
+        assert index.of_step(step) == [r for r in everything if r["step"] == step]
+    assert index.of_step(step) is index.of_step(step)  # parsed once
+    assert index.of_step(99) == [] and index.warnings == [] and not index.truncated_tail
+    assert StepIndex.empty(tmp_path / "none.jsonl").steps == []
+
+
+def test_step_index_is_as_tolerant_as_the_line_reader(tmp_path: Path) -> None:
+    path = tmp_path / "groups.jsonl"
+    path.write_bytes(
+        b'{"step":1,"group_id":0}\n'
+        b'{"step":1,"group_id":1,,}\n'  # corrupt after a readable step: found when parsed
+        b'{"group_id":2,"step":1}\n'  # another key order: read whole, still step 1
+        b"\n"
+        b'{"group_id":3}\n'  # no step at all: found when opening
+        b"\xff\xfe\n"
+        b'{"step":2,"group_id":0}\n'
+        b'{"step":2,"group_id":1,"resp'  # killed mid-write
+    )
+    index = StepIndex.open(path)
+    assert index.steps == [1, 2] and index.truncated_tail is True
+    assert index.warnings == [f"{path}:5: field 'step' is missing", f"{path}:6: invalid UTF-8"]
+    assert [r["group_id"] for r in index.of_step(1)] == [0, 2]
+    assert index.warnings[-1] == (
+        f"{path}:2: invalid JSON (Expecting property name enclosed in double quotes at column 24)"
+    )
+    assert index.of_step(2) == [{"step": 2, "group_id": 0}]
+
+
+def test_step_index_reads_a_leading_step_only_as_json_would(tmp_path: Path) -> None:
+    path = tmp_path / "groups.jsonl"
+    path.write_bytes(
+        b'{"step":0,"g":0}\n'  # zero
+        b'{"step":7}\n'  # nothing after the step
+        b'{"step": 7, "g": 2}\n'  # spaces: read whole, same step
+        b'{"step":123456789012345678,"g":3}\n'  # 18 digits: read from the prefix
+        b'{"step":1234567890123456789,"g":4}\n'  # 19 digits: read whole
+        b'{"step":07,"g":5}\n'  # a leading zero is not JSON
+        b'{"step":-1,"g":6}\n'  # a sign: read whole (the writer never logs one)
+    )
+    index = StepIndex.open(path)
+    assert index.steps == [-1, 0, 7, 123456789012345678, 1234567890123456789]
+    assert [r.get("g") for r in index.of_step(7)] == [None, 2]
+    assert index.of_step(1234567890123456789) == [{"step": 1234567890123456789, "g": 4}]
+    assert index.warnings == [f"{path}:6: invalid JSON (Expecting ',' delimiter at column 10)"]
+
+
+def test_step_index_keeps_the_last_block_of_a_step_logged_twice(tmp_path: Path) -> None:
+    path = tmp_path / "groups.jsonl"
+    lines = [{"step": 1, "g": 0}, {"step": 2, "g": 0}, {"step": 1, "g": 9}, {"step": 1, "g": 8}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    index = StepIndex.open(path)
+    assert [r["g"] for r in index.of_step(1)] == [9, 8]
+    assert index.steps == [1, 2]
 
 
 # -- lifecycle ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import care.models.tokenizer as tokenizer_module
-from care.algo.spans import find_tag_spans, region_masks, token_byte_table
+from care.algo.spans import region_masks, token_byte_table
 from care.models.tokenizer import (
     QWEN2_5_ADDED_TOKENS,
     QWEN2_5_BUILD_VERSION,
@@ -205,33 +205,6 @@ def test_tiny_bpe_rejects_a_bare_string_corpus():
         train_tiny_bpe_tokenizer(corpus="<think>1</think>")
 
 
-# --- find_tag_spans: the string-level rules ----------------------------------------------------
-
-
-def test_find_tag_spans_gives_character_offsets_of_the_content():
-    spans = find_tag_spans("<think>\n3+4=7.</think>\n<answer>7</answer>")
-    assert spans.think == (7, 14) and spans.answer == (31, 32)
-    # Character offsets, not bytes: 面积 is two characters (six bytes).
-    assert find_tag_spans("<think>面积</think><answer>12</answer>").think == (7, 9)
-    assert find_tag_spans("<think>面积</think><answer>12</answer>").answer == (25, 27)
-
-
-def test_find_tag_spans_takes_first_think_last_answer_and_runs_unclosed_spans_to_the_end():
-    text = "<think>a</think><think>b</think><answer>5</answer> no, <answer>7"
-    spans = find_tag_spans(text)
-    assert spans.think == (7, 8)
-    assert spans.answer == (len(text) - 1, len(text))
-    assert find_tag_spans("<think>still going").think == (7, 18)
-    missing = find_tag_spans("no tags at all </think>")
-    assert missing.think is None and missing.answer is None
-    assert not missing.has_think and not missing.has_answer
-
-
-def test_find_tag_spans_rejects_bytes():
-    with pytest.raises(ValueError, match="text must be a str"):
-        find_tag_spans(b"<think>x</think>")  # type: ignore[arg-type]
-
-
 # --- region_masks on the real Qwen2.5 vocabulary -----------------------------------------------
 
 
@@ -329,6 +302,17 @@ LAYOUTS = [
         "two answers: the last counts",
         (("<answer>5</answer> wait, <answer>", NONE), ("7", A), ("</answer>", NONE)),
         False, True,
+    ),
+    Layout(
+        "two thinks: the first counts",
+        (("<think>", NONE), ("a", T), ("</think><think>b</think><answer>", NONE), ("5", A),
+         ("</answer>", NONE)),
+        True, True,
+    ),
+    Layout(
+        "no tags, a stray close tag",
+        (("no tags at all </think>", NONE),),
+        False, False,
     ),
     Layout(
         "unclosed answer runs to the end",

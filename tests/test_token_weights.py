@@ -1,4 +1,4 @@
-"""Region-weighted token advantages (ALGORITHM.md sections 4 and 8), with hand-computed numbers."""
+"""Region-weighted token advantages (docs/algorithm.md section 5), with hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_without_an_answer_span_the_whole_response_counts_as_answer():
 
 def test_without_think_a_positives_tokens_add_the_think_weight_to_the_answer_weight():
     # No <think>: the think mask is the whole response (fallback), so the answer token weighs
-    # 1 + gamma_pos and the other tokens gamma_pos (section 4).
+    # 1 + gamma_pos and the other tokens gamma_pos (docs/algorithm.md section 5).
     whole = bools([1, 1, 1, 1])
     answer = bools([0, 0, 1, 0])
     token_adv = region_token_advantages(

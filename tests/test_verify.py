@@ -20,7 +20,6 @@ from care.verify import (
     resolve_answer_type,
     reward,
     score,
-    score_batch,
     screen_expression,
 )
 from care.verify.deadline import TimeLimitExceeded, time_limit
@@ -657,18 +656,6 @@ def test_reward_mixes_accuracy_and_format():
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match="format_weight"):
             reward(Verdict(True, True, "7"), format_weight=bad)
-
-
-def test_score_batch_matches_score_row_by_row():
-    responses = [THINK + "<answer>B</answer>", "Answer: 4", "<answer>no</answer>"]
-    verdicts = score_batch(
-        responses, ["B", "5", "no"], [["x", "y"], None, None], [None, "integer", "text"]
-    )
-    assert [v.acc for v in verdicts] == [True, False, True]
-    assert [v.fmt for v in verdicts] == [True, False, False]
-    assert score_batch(["<answer>1</answer>"], ["1"]) == [Verdict(True, False, "1")]
-    with pytest.raises(ValueError, match="answers has 1 rows but responses has 2"):
-        score_batch(["a", "b"], ["1"])
 
 
 # --- every input returns within a second ---------------------------------------------------

@@ -36,8 +36,9 @@ def body() -> None:
     st.subheader("Accuracy (%)")
     st.caption(
         "One row per evaluated checkpoint. Macro = unweighted mean over the paper's six "
-        "benchmarks when the checkpoint has any of them, else over all its tasks; "
-        "“macro tasks” says how many, so a macro over fewer than six is not read as the paper's."
+        "benchmarks when the checkpoint has any of them, else over all its tasks (the same "
+        "definition as `care eval`'s table); “macro tasks” says how many, so a macro over fewer "
+        "than six is not read as the paper's."
     )
     view.show_table(table, digits=2)
 
@@ -66,7 +67,7 @@ def body() -> None:
             view.show_table(delta, digits=2, signed=True)
 
     st.subheader("Accuracy per checkpoint")
-    macros = tables.checkpoint_macros(evaluation, paper)
+    macros = tables.checkpoint_macros(evaluation)
     st.plotly_chart(figures.eval_accuracy_figure(evaluation, macros), theme=None)
 
 

@@ -113,8 +113,8 @@ def body() -> None:
     run_name = view.choose("Run", list(runs), param="browse")
     run_dir = runs[run_name]
     groups = data.load_groups(run_dir)
-    view.show_warnings(groups.warnings)
-    if not groups.records:
+    if not groups.steps:
+        view.show_warnings(groups.warnings)
         st.info(f"{run_name} logged no prompt groups (groups.jsonl is empty or missing).")
         return
     with_samples = set(data.sample_steps(run_dir))
@@ -126,6 +126,8 @@ def body() -> None:
     choices = sampled if only_sampled and sampled else steps
     step = view.choose_int("Step", choices, param="step")
     step_groups = groups.of_step(step)
+    # After of_step: a bad line of this step is only found when the step is parsed.
+    view.show_warnings(groups.warnings)
     samples_log = data.load_samples(run_dir, step)
     view.show_warnings(samples_log.warnings)
     samples = samples_log.records

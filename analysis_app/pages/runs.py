@@ -12,21 +12,11 @@ STATUS_HELP = (
 )
 
 
-def _main_tasks() -> set[str]:
-    try:
-        return set(data.load_paper_reference().key_of_task())
-    except ValueError:
-        return set()
-
-
 def body() -> None:
     root = view.runs_root_or_stop()
     names = view.all_runs_or_stop(root)
     view.select_runs(root, names)
-    main_tasks = _main_tasks()
-    summaries = [
-        data.summarise_run(root, data.resolve_run(root, name), main_tasks) for name in names
-    ]
+    summaries = [data.summarise_run(root, data.resolve_run(root, name)) for name in names]
     frame = tables.runs_table(summaries)
     st.caption(f"{len(names)} run(s) under `{root.resolve()}`. {STATUS_HELP}")
     view.show_table(

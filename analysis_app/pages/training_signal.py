@@ -6,13 +6,6 @@ import streamlit as st
 
 from analysis_app import figures, tables, view
 
-ALL_SIGNAL_METRICS = (
-    *figures.FAILURE_SHARE_METRICS,
-    *figures.GROUP_TYPE_METRICS,
-    *figures.RESCUE_RGR_METRICS,
-    *figures.VARIANCE_RATIO_METRICS,
-)
-
 
 def body() -> None:
     selection = view.selected_steps()
@@ -22,7 +15,7 @@ def body() -> None:
     empty = [name for name in runs if not (steps["run"] == name).any()]
     if empty:
         st.info(f"No steps logged yet by: {', '.join(empty)}.")
-    if not figures.has_metrics(steps, ALL_SIGNAL_METRICS):
+    if not figures.has_metrics(steps, figures.SIGNAL_METRICS):
         st.info(
             "None of the selected runs logs learning-signal metrics (signal/*, groups/*, rescue/*, "
             "rgr/*). Supervised warm-start runs have none; pick an RL run."
@@ -32,16 +25,10 @@ def body() -> None:
         "Failure-signal share: the part of Σ|advantage| carried by failed rollouts (with RGR: "
         "passed repairs count as failure-derived). Colour = run, dash = metric."
     )
-    built = figures.signal_figures(steps, smoothing)
-    wanted = {
-        "failure_share": figures.FAILURE_SHARE_METRICS,
-        "group_types": figures.GROUP_TYPE_METRICS,
-        "rescue_rgr": figures.RESCUE_RGR_METRICS,
-        "variance_ratio": figures.VARIANCE_RATIO_METRICS,
-    }
-    for name, figure in built.items():
-        if figures.has_metrics(steps, wanted[name]):
-            st.plotly_chart(figure, theme=None, key=f"signal_{name}")
+    built = figures.signal_figures(steps, smoothing, logged_only=True)
+    for name in figures.SIGNAL_FIGURES:
+        if name in built:
+            st.plotly_chart(built[name], theme=None, key=f"signal_{name}")
         else:
             st.caption(f"{name.replace('_', ' ')}: not logged by the selected runs.")
     st.subheader("Mean over steps")

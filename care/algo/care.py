@@ -1,6 +1,6 @@
 """CARE sequence advantages: anchored subgroup, hard negatives, rescue and RGR samples.
 
-This is ALGORITHM.md sections 1-3 as one vectorised function. Per prompt group:
+This is docs/algorithm.md sections 2-4 as one vectorised function. Per prompt group:
 
 1. the anchor is the correct rollout with the shortest ``<think>`` (then shortest ``<answer>``,
    then lowest batch index);
@@ -249,7 +249,7 @@ def care_advantages(
     *,
     response_len: torch.Tensor | None = None,
 ) -> CareOutput:
-    """CARE sequence-level advantages for a flat batch of rollouts (ALGORITHM.md sections 1-3, 8).
+    """CARE sequence-level advantages for a flat batch of rollouts (docs/algorithm.md sections 2-4).
 
     Args:
         rewards: float ``[B]`` verifier rewards.

@@ -3,7 +3,7 @@
 CARE contrasts the anchor (the shortest correct rationale) with failures whose rationales look
 most like it, because those carry the most specific "what went wrong" signal. Taking only the
 nearest ones would pick near-duplicates of one mistake, so the final K' are spread out with
-farthest-first traversal inside a small pool of near failures (ALGORITHM.md section 1.3).
+farthest-first traversal inside a small pool of near failures (docs/algorithm.md section 2.3).
 
 All functions work on padded per-group tensors ``[NG, C, ...]`` and loop only over the number of
 picks (K, a small constant), never over groups.

@@ -1,6 +1,6 @@
 """Policy-gradient losses: clipped surrogate, KL to a reference, aggregation, log-probs, entropy.
 
-ALGORITHM.md section 5 (CARE) and the loss settings of the section 6 baselines:
+docs/algorithm.md section 6 (CARE) and the loss settings of the section 7 baselines:
 
 - CARE / GRPO: token-level PPO ratio, clip range [1 - 0.2, 1 + 0.3], dual clip c = 3 for
   negative advantages, ``low_var_kl`` (k3) to the reference policy, ``token_mean`` aggregation.
@@ -47,7 +47,7 @@ K3_VALUE_CLAMP = 10.0
 
 @dataclass(frozen=True)
 class PolicyLossConfig:
-    """Settings of the clipped policy-gradient surrogate (ALGORITHM.md section 5).
+    """Settings of the clipped policy-gradient surrogate (docs/algorithm.md section 6).
 
     Attributes:
         clip_low: lower clip range; the ratio is clipped below at ``1 - clip_low``. In [0, 1).
@@ -380,7 +380,7 @@ def policy_loss(
     cfg: PolicyLossConfig,
     answer_mask: torch.Tensor | None = None,
 ) -> PolicyLossOutput:
-    """PPO clipped surrogate with dual clip on token advantages (ALGORITHM.md section 5).
+    """PPO clipped surrogate with dual clip on token advantages (docs/algorithm.md section 6).
 
     Per token, with ratio ``r`` from :func:`importance_ratio` and advantage ``A``::
 
@@ -538,7 +538,7 @@ def kl_loss(
         logp: float ``[B, L]`` current log-probs (with grad).
         ref_logp: float ``[B, L]`` reference-policy log-probs of the same tokens.
         response_mask: bool ``[B, L]`` real response tokens.
-        estimator: see :func:`kl_penalty` (default ``low_var_kl``, the spec's k3).
+        estimator: see :func:`kl_penalty` (default ``low_var_kl``: k3, docs/algorithm.md s. 6).
         aggregation, norm_length, row_mask: see :func:`aggregate_loss`.
 
     Returns:
@@ -672,53 +672,55 @@ def sequence_logprobs(
     return target_logp.reshape(logits.shape[:2])
 
 
-def masked_entropy(
-    logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 1024
-) -> torch.Tensor:
-    """Mean token entropy of the policy over the masked positions (the ``entropy`` metric).
+def token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """Per-token entropy of the policy at the masked positions (the ``entropy`` metric's terms).
 
-    ``H_t = -Σ_v p_v log p_v`` with ``log p = logits - logsumexp(logits)``, averaged over the
-    positions where ``mask`` is True. Only the masked positions are visited, ``chunk_size`` at
-    a time and upcast to float32 chunk by chunk. A metric only: computed without grad.
+    ``H_t = -Σ_v p_v log p_v`` with ``log p = logits - logsumexp(logits)``; a token at ``-inf``
+    (a suppressed vision placeholder) contributes 0, not NaN. Only the masked positions are
+    visited, ``chunk_size`` at a time and upcast to float32 chunk by chunk. A metric only:
+    computed without grad. The trainer sums it over the rows it trains and divides by their
+    token count, so micro-batches and processes combine into one token-weighted mean.
 
     Args:
-        logits: float ``[B, L, V]``.
+        logits: float ``[B, L, V]`` (already divided by the sampling temperature, with the
+            suppressed tokens at ``-inf``, as the log-probs are).
         mask: bool ``[B, L]`` (response tokens).
         chunk_size: positions per chunk (> 0).
 
     Returns:
-        0-dim float tensor (detached) on ``logits.device``; NaN if ``mask`` selects nothing.
-        A tensor, not a float, so the trainer can accumulate micro-batches without a sync.
+        float ``[B, L]`` (float32, or float64 for float64 logits), detached, on
+        ``logits.device``; 0 where ``mask`` is False.
 
     Example::
 
         logits = [[[0, 0], [0, ln 3]]] (V = 2), mask = [[True, True]]
-        H = [ln 2, -(1/4 ln 1/4 + 3/4 ln 3/4)] = [0.6931, 0.5623] → 0.6277
+        H = [[ln 2, -(1/4 ln 1/4 + 3/4 ln 3/4)]] = [[0.6931, 0.5623]]
     """
     if logits.dim() != 3:
         raise ValueError(
-            f"masked_entropy: logits must be 3-D [B, L, V], got shape {tuple(logits.shape)}."
+            f"token_entropy: logits must be 3-D [B, L, V], got shape {tuple(logits.shape)}."
         )
     if mask.shape != logits.shape[:2]:
         raise ValueError(
-            f"masked_entropy: mask must have shape [B, L] = {tuple(logits.shape[:2])}, got "
+            f"token_entropy: mask must have shape [B, L] = {tuple(logits.shape[:2])}, got "
             f"{tuple(mask.shape)}."
         )
-    _check_chunk_size("masked_entropy", chunk_size)
+    _check_chunk_size("token_entropy", chunk_size)
     compute_dtype = torch.promote_types(logits.dtype, torch.float32)
     with torch.no_grad():
         flat_logits = logits.reshape(-1, logits.shape[-1])
         positions = mask.to(device=logits.device, dtype=torch.bool).reshape(-1).nonzero()
         positions = positions.squeeze(-1)
-        total = torch.zeros((), dtype=compute_dtype, device=logits.device)
+        entropy = torch.zeros(flat_logits.shape[0], dtype=compute_dtype, device=logits.device)
         for start in range(0, positions.numel(), chunk_size):
-            chunk = flat_logits[positions[start : start + chunk_size]].to(compute_dtype)
+            rows = positions[start : start + chunk_size]
+            chunk = flat_logits[rows].to(compute_dtype)
             log_probs = chunk - torch.logsumexp(chunk, dim=-1, keepdim=True)
             probs = log_probs.exp()
             # p log p → 0 where p = 0 (e.g. -inf logits), instead of 0 * -inf = NaN
             plogp = torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs))
-            total -= plogp.sum()
-        return total / positions.numel() if positions.numel() > 0 else total * math.nan
+            entropy[rows] = -plogp.sum(dim=-1)
+        return entropy.reshape(mask.shape)
 
 
 def _check_chunk_size(where: str, chunk_size: object) -> None:

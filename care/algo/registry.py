@@ -3,7 +3,7 @@
 An estimator is one registered function from an :class:`AdvantageBatch` to an
 :class:`EstimatorResult`, plus the few facts the trainer needs to run it (does it need
 rationale embeddings, does it run RGR, does it filter zero-variance groups) and the policy-loss
-settings that define the method in its paper (ALGORITHM.md sections 5-6). The trainer looks the
+settings that define the method in its paper (docs/algorithm.md sections 6-7). The trainer looks the
 estimator up once and never branches on its name.
 
 Example::

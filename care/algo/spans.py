@@ -12,7 +12,7 @@ UTF-8 (the tags are ASCII, and ASCII bytes never occur inside a multibyte charac
 exact when a response ends in, or contains, an incomplete UTF-8 sequence, where decoded text
 would hold replacement characters of a different byte length.
 
-Region rules (character or byte offsets of the content, tags excluded):
+Region rules (byte offsets of the content, tags excluded):
 - think: after the first ``<think>`` up to the first ``</think>`` after it, else to the end.
 - answer: after the LAST ``<answer>`` up to the first ``</answer>`` after it, else to the end.
 - A token is in a region when at least one of its bytes lies in the region's content.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -32,14 +32,12 @@ THINK_CLOSE = "</think>"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
 
-_Text = TypeVar("_Text", str, bytes)
-
 
 @dataclass(frozen=True)
 class TagSpans:
     """Content spans of one response as ``(start, end)`` offsets, tags excluded; None if absent.
 
-    Offsets are characters for `find_tag_spans` (text) and bytes inside `region_masks`.
+    Offsets are bytes of the response as `region_masks` reads it.
     """
 
     think: tuple[int, int] | None
@@ -55,7 +53,7 @@ class TagSpans:
 
 
 def _locate_spans(
-    response: _Text, think_open: _Text, think_close: _Text, answer_open: _Text, answer_close: _Text
+    response: bytes, think_open: bytes, think_close: bytes, answer_open: bytes, answer_close: bytes
 ) -> TagSpans:
     think = None
     opened_at = response.find(think_open)
@@ -77,26 +75,12 @@ _BYTE_TAGS = tuple(
 )
 
 
-def find_tag_spans(text: str) -> TagSpans:
-    """Character spans of the think and answer content in one decoded response.
-
-    Example:
-        >>> find_tag_spans("<think>\\n3+4=7.</think>\\n<answer>7</answer>")
-        TagSpans(think=(7, 14), answer=(31, 32))
-        >>> find_tag_spans("<answer>1</answer> <answer>2")   # last <answer>, unclosed
-        TagSpans(think=None, answer=(27, 28))
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    return _locate_spans(text, THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
-
-
 @dataclass(frozen=True)
 class RegionMasks:
     """Token masks of the think and answer regions of a batch of responses.
 
     think_mask:  bool [B, L]  think content tokens; rows without ``<think>`` get the whole response
-                              (the fallback of ALGORITHM.md sections 1 and 4).
+                              (the fallback of docs/algorithm.md sections 2.2 and 5).
     answer_mask: bool [B, L]  answer content tokens as found (all False without ``<answer>``).
     has_think:   bool [B]     the response contains ``<think>``.
     has_answer:  bool [B]     the response contains ``<answer>``.
@@ -283,10 +267,7 @@ def region_masks(
     row_len = token_len.sum(dim=1)
 
     row_bytes = _gather_row_bytes(table, lookup_ids[known], token_len[known], row_len)
-    spans = [
-        _locate_spans(response, *_BYTE_TAGS)  # type: ignore[arg-type]
-        for response in row_bytes
-    ]
+    spans = [_locate_spans(response, *_BYTE_TAGS) for response in row_bytes]
     think_bounds, has_think = _span_bounds([span.think for span in spans])
     answer_bounds, has_answer = _span_bounds([span.answer for span in spans])
 

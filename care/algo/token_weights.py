@@ -1,4 +1,4 @@
-"""Spread sequence advantages over response tokens (ALGORITHM.md section 4).
+"""Spread sequence advantages over response tokens (docs/algorithm.md section 5).
 
 CARE's default (`region`) puts the credit on the answer and only a trace of it on the
 reasoning of positive rollouts, so failed rollouts are pushed down on what they answered and
@@ -10,7 +10,7 @@ never on how they reasoned:
 Without an answer span the whole response counts as answer. The weights add: a token in both
 masks (the think fallback covers the whole response when there is no ``<think>``, and an
 unclosed ``<think>`` runs over the answer) weighs ``1 + gamma_pos`` for a positive rollout,
-which is what section 4 states for the no-``<think>`` case.
+which is what docs/algorithm.md section 5 states for the no-``<think>`` case.
 """
 
 from __future__ import annotations

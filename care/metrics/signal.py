@@ -1,4 +1,4 @@
-"""Per-step learning-signal metrics of one training batch (ALGORITHM.md section 7).
+"""Per-step learning-signal metrics of one training batch (docs/algorithm.md section 8).
 
 Every estimator (care, grpo, dr_grpo, dapo, gspo) is measured by these same functions, so a
 difference in a curve is a difference in the method, not in the bookkeeping.

@@ -1,4 +1,4 @@
-"""Training-smoothness metrics computed from the step logs (ALGORITHM.md section 7).
+"""Training-smoothness metrics computed from the step logs (docs/algorithm.md section 8).
 
 Inputs are 1-D sequences of per-step values (numpy arrays or lists of floats) in step order;
 ``None`` or a non-finite value marks a step where the metric is missing. Differences are taken

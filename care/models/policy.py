@@ -2,7 +2,7 @@
 
 The trainer needs, per rollout, the log-probability of every response token (old log-probs,
 then the update pass) and, for CARE, a rationale embedding: the last-layer hidden states mean-
-pooled over the ``<think>`` region (``shared/spec/ALGORITHM.md`` §1.2). Both come from the SAME
+pooled over the ``<think>`` region (docs/algorithm.md section 2.2). Both come from the SAME
 forward pass — a pre-hook on the output head catches the hidden states the head is about to
 project — so CARE's embeddings cost no extra pass.
 
@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from transformers import ProcessorMixin
 
-from care.algo.losses import sequence_logprobs
+from care.algo.losses import sequence_logprobs, token_entropy
 
 from .vlm import IMAGE_PLACEHOLDER_TOKENS, check_token_ids
 
@@ -398,7 +398,7 @@ def policy_forward(
         embeddings = pooled_embeddings(hidden, batch.response_mask, think_mask)
     entropy = None
     if want_entropy:
-        entropy = _token_entropy(logits.detach(), batch.response_mask, chunk_size)
+        entropy = token_entropy(logits.detach(), batch.response_mask, chunk_size)
     return ForwardOutput(token_logprobs=token_logprobs, embeddings=embeddings, entropy=entropy)
 
 
@@ -431,19 +431,6 @@ def pooled_embeddings(
         summed = (hidden * weights).sum(dim=1)
         mean = summed / weights.sum(dim=1).clamp_min(1.0)
         return torch.nn.functional.normalize(mean, dim=-1)
-
-
-def _token_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        flat = logits.reshape(-1, logits.shape[-1])
-        entropy = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
-        for start in range(0, flat.shape[0], chunk_size):
-            chunk = flat[start : start + chunk_size].float()
-            log_probs = torch.log_softmax(chunk, dim=-1)
-            # exp(-inf) * -inf is nan: suppressed tokens contribute 0 to the entropy.
-            terms = torch.where(torch.isfinite(log_probs), log_probs.exp() * log_probs, 0.0)
-            entropy[start : start + chunk_size] = -terms.sum(dim=-1)
-        return entropy.reshape(mask.shape).masked_fill(~mask.to(logits.device), 0.0)
 
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:

@@ -1,6 +1,6 @@
 """Vision-language policies: the offline tiny Qwen2.5-VL, loading/saving checkpoint folders.
 
-Three facts about this environment shape the module (see ``shared/spec/ENVIRONMENT.md``):
+Three facts about the machines this project runs on shape the module:
 
 * torchvision must not be installed, so the image processor is ``Qwen2VLImageProcessorPil`` and
   the processor has no video part (``Qwen2_5_VLProcessor`` builds a torchvision video

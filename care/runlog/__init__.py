@@ -1,5 +1,6 @@
 """The run-folder format: writer and reader shared by the trainer, evaluation and dashboard."""
 
+from care.runlog.index import StepIndex, read_table
 from care.runlog.layout import (
     CONFIG_FILE,
     EVAL_DIR,
@@ -32,9 +33,11 @@ __all__ = [
     "RunLogError",
     "RunReader",
     "RunWriter",
+    "StepIndex",
     "list_runs",
     "read_jsonl",
     "read_meta",
+    "read_table",
     "sample_file",
     "to_json_value",
 ]

@@ -115,6 +115,37 @@ def _scan(
             gc.enable()
 
 
+def parse_record(line: str, require_int_field: str | None = None) -> tuple[Any, str | None, bool]:
+    """One JSON-lines line as ``(record, problem, parsed)``.
+
+    problem is None for a good record, else what is wrong with the line; parsed says whether
+    the line was JSON at all (a line that is not is the only kind a killed writer leaves
+    behind at the end of a file).
+
+    Example: ``parse_record('{"step": 3}', "step")`` -> ``({"step": 3}, None, True)``;
+    ``parse_record('{"step": 3', "step")[1:]`` -> ``("invalid JSON (...)", False)``.
+    """
+    try:
+        record, end = _SCAN_VALUE(line, 0)
+        if end != len(line) and not line[end:].isspace():
+            raise ValueError("extra data")
+    except (StopIteration, ValueError):
+        # Only a line the fast scanner rejects pays for a second, message-giving parse.
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            return None, f"invalid JSON ({error.msg} at column {error.colno})", False
+    if type(record) is not dict:
+        return record, f"expected a JSON object, got {type(record).__name__}", True
+    if require_int_field is not None:
+        if require_int_field not in record:
+            return record, f"field {require_int_field!r} is missing", True
+        if type(record[require_int_field]) is not int:
+            value = record[require_int_field]
+            return record, f"field {require_int_field!r} must be an int, got {value!r}", True
+    return record, None, True
+
+
 def _parse_lines(
     path: Path,
     data: bytes,
@@ -130,37 +161,14 @@ def _parse_lines(
     raw_lines: list[str] = []
     warnings: list[str] = []
     truncated_tail = False
-    scan_value = _SCAN_VALUE
 
     for index, line in enumerate(lines):
-        problem: str | None = None
-        record: Any = None
-        parsed = line is not None
         if line is None:
-            problem = "invalid UTF-8"
+            record, problem, parsed = None, "invalid UTF-8", False
+        elif not line or line.isspace():
+            continue
         else:
-            if not line or line.isspace():
-                continue
-            try:
-                record, end = scan_value(line, 0)
-                if end != len(line) and not line[end:].isspace():
-                    raise ValueError("extra data")
-            except (StopIteration, ValueError):
-                # Only a line the fast scanner rejects pays for a second, message-giving parse.
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    parsed = False
-                    problem = f"invalid JSON ({error.msg} at column {error.colno})"
-            if problem is None:
-                if type(record) is not dict:
-                    problem = f"expected a JSON object, got {type(record).__name__}"
-                elif require_int_field is not None:
-                    if require_int_field not in record:
-                        problem = f"field {require_int_field!r} is missing"
-                    elif type(record[require_int_field]) is not int:
-                        value = record[require_int_field]
-                        problem = f"field {require_int_field!r} must be an int, got {value!r}"
+            record, problem, parsed = parse_record(line, require_int_field)
         if problem is None:
             records.append(record)
             if keep_raw:

@@ -14,7 +14,7 @@ from care.config import ModelSection, RolloutSection
 from care.models.tokenizer import load_qwen2_5_tokenizer, train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, load_policy
 from care.rollout.base import RolloutEngine
-from care.rollout.hf import HFRolloutEngine
+from care.rollout.factory import make_engine as make_rollout_engine
 
 # The tiny BPE learns its merges from the task's own text, so the demo's sequences stay short.
 TINY_BPE_VOCAB = 1024
@@ -60,15 +60,18 @@ def build_or_load_policy(
 
 
 def make_engine(model: Any, processor: Any, rollout_cfg: RolloutSection) -> RolloutEngine:
-    """The rollout engine the config names.
+    """The rollout engine the config names (``rollout.engine``), through
+    :func:`care.rollout.factory.make_engine`.
 
     ``hf``: the in-process transformers engine. ``vllm``: an in-process ``vllm.LLM`` colocated
     with training (:class:`care.rollout.vllm.VLLMRolloutEngine`), started from the folder the
     policy was loaded from (or the policy saved to a temporary folder), sleeping between
     rollouts where vLLM supports it; ImportError naming the install command without vLLM.
     """
-    if rollout_cfg.engine == "vllm":
-        from care.rollout.vllm import VLLMRolloutEngine
-
-        return VLLMRolloutEngine.from_policy(model, processor, sleep_after_generate=True)
-    return HFRolloutEngine(model, processor, batch_size=rollout_cfg.batch_rows)
+    engine, _ = make_rollout_engine(
+        rollout_cfg.engine,
+        policy=(model, processor),
+        batch_size=rollout_cfg.batch_rows,
+        sleep_after_generate=True,
+    )
+    return engine

@@ -56,7 +56,7 @@ from care.train.timing import PhaseTimer
 from care.verify import reward as verdict_reward
 from care.verify import score
 
-# The reference code decodes repairs with these (ALGORITHM.md section 3, option "reference").
+# The reference code decodes repairs with these (docs/algorithm.md section 4, algo.rgr.sampling: reference).
 _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
 
 

@@ -25,7 +25,6 @@ from care.verify.score import (
     resolve_answer_type,
     reward,
     score,
-    score_batch,
 )
 
 __all__ = [
@@ -44,6 +43,5 @@ __all__ = [
     "resolve_answer_type",
     "reward",
     "score",
-    "score_batch",
     "screen_expression",
 ]

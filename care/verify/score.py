@@ -121,33 +121,6 @@ def reward(verdict: Verdict, format_weight: float = 0.0) -> float:
     return (1.0 - format_weight) * float(verdict.acc) + format_weight * float(verdict.fmt)
 
 
-def score_batch(
-    responses: Sequence[str],
-    answers: Sequence[str],
-    choices_list: Sequence[Sequence[str] | None] | None = None,
-    answer_types: Sequence[str | None] | None = None,
-) -> list[Verdict]:
-    """`score` for each row; `choices_list`/`answer_types` None means None for every row.
-
-    Example: ``score_batch(["<answer>B</answer>", "<answer>3</answer>"], ["B", "4"],
-    [["x", "y"], None])`` → accs ``[True, False]``.
-    """
-    count = len(responses)
-    columns = {"answers": answers, "choices_list": choices_list, "answer_types": answer_types}
-    for name, column in columns.items():
-        if column is not None and len(column) != count:
-            raise ValueError(f"{name} has {len(column)} rows but responses has {count}")
-    return [
-        score(
-            responses[row],
-            answers[row],
-            None if choices_list is None else choices_list[row],
-            None if answer_types is None else answer_types[row],
-        )
-        for row in range(count)
-    ]
-
-
 def resolve_answer_type(
     answer: str, choices: Sequence[str] | None = None, answer_type: str | None = None
 ) -> str:
