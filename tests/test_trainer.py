@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import scripted_output, tiny_config
+from tiny_run import ScriptedEngine, tiny_config
 
 from care.config import config_from_dict
 from care.data import DataError
@@ -72,38 +72,6 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
     checkpoint = run_dir / "checkpoints" / "step_2"
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "trainer_state.pt").is_file()
-
-
-class ScriptedEngine:
-    """Returns scripted responses (a test double for the sampler): `script(question, sample,
-    is_repair) -> text`. Old log-probs are recomputed by the trainer, so logprobs are dummies."""
-
-    def __init__(self, processor, questions_to_answers, script):
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.answers = questions_to_answers
-        self.script = script
-        self.suppress_token_ids: list[int] = []
-        self.stop = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-
-    def _question(self, prompt: str) -> str:
-        return next(q for q in self.answers if q in prompt)
-
-    def generate(self, requests, params):
-        out = []
-        for request in requests:
-            question = self._question(request.prompt)
-            samples = []
-            for sample in range(params.n):
-                text = self.script(
-                    question, self.answers[question], sample, bool(request.assistant_prefix)
-                )
-                samples.append(scripted_output(self.tokenizer, self.stop, text))
-            out.append(samples)
-        return out
-
-    def sync_weights(self, model):
-        return None
 
 
 def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_dir, tmp_path):
