@@ -1,12 +1,14 @@
 """The update learns, for every estimator: with scripted rollouts, one update raises the
-log-probability of the rewarded response and lowers the penalised ones (measured through the
-real policy forward); DAPO keeps varied groups, refills and merges with the counts it logs; and
+log-probability of the rewarded answer and moves probability from every penalised response to the
+rewarded one (measured through the real policy forward); DAPO keeps varied groups, refills and merges with the counts it logs; and
 a short real run on an easy variant raises the training reward by more than its noise."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_run import ScriptedEngine, tiny_config, write_choice_dataset
@@ -15,20 +17,15 @@ from care.config import config_from_dict
 from care.models.policy import collate, policy_forward
 from care.prompts import build_messages, build_repair_prefix, render_prompt
 from care.runlog import RunReader
+from care.train.sft import run_sft
 from care.train.trainer import Trainer
 
 ESTIMATORS = ["grpo", "dr_grpo", "dapo", "gspo", "care", "care_no_rgr"]
 
-# One mixed group: rollout 0 is right, 1-3 are wrong. All four have the same number of tokens
-# and differ only in a digit of the reasoning and the answer letter, so the tokens they share get
-# no net push from a zero-sum advantage under any aggregation (with unequal lengths a per-sequence
-# mean weighs the shared tokens of short responses more, which can lift a penalised response that
-# shares most of its tokens with the rewarded one).
-RIGHT = "<think>\nlook 1\n</think>\n<answer>A</answer>"
-WRONG = [
-    f"<think>\nlook {digit}\n</think>\n<answer>{letter}</answer>"
-    for digit, letter in zip("234", "BCD", strict=True)
-]
+# One mixed group: rollout 0 answers A (right), rollouts 1-3 answer B, C, D (wrong), with the same
+# reasoning, so the responses differ only in what the reward judges.
+RIGHT = "<think>\nlook\n</think>\n<answer>A</answer>"
+WRONG = [RIGHT.replace(">A<", f">{letter}<") for letter in "BCD"]
 REPAIR = "Fixed: 1\n</think>\n<answer>A</answer>"
 
 
@@ -77,7 +74,7 @@ def one_row(tmp_path_factory):
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_one_update_raises_the_rewarded_response_and_lowers_the_penalised_ones(
+def test_one_update_moves_probability_from_each_penalised_response_to_the_rewarded_one(
     one_row, tmp_path, estimator
 ):
     cfg = config_from_dict(
@@ -123,26 +120,29 @@ def test_one_update_raises_the_rewarded_response_and_lowers_the_penalised_ones(
     step = run.steps[0]
     assert "update/skipped" not in step and step["grad_norm"] > 0
 
-    # 1e-3 nats: far above float noise (~1e-6) and below the smallest move seen (~0.013; Adam's
-    # first step moves every weight by about lr whatever the advantage scale).
-    rise = after[0] - before[0]
-    assert rise > 1e-3, f"rewarded response: {before[0]:.4f} → {after[0]:.4f}"
-    assert after_answer[0] - before_answer[0] > 1e-3
+    # What one AdamW update does and does not promise. Its first step moves every weight by about
+    # lr in the sign of the weight's gradient: a direction that raises the advantage-weighted
+    # log-likelihood as a whole, not each response's log-probability on its own. (In the linear
+    # regime, lr 1e-5, GRPO's step here lowered the rewarded response by 5e-4 nats and raised
+    # the penalised answer C by 3e-4.) What it does for every estimator: the rewarded answer
+    # becomes more likely, and the rewarded response gains on every penalised one, as a whole
+    # and on the answer. 0.01 nats is far above float noise (1e-6) and below the smallest gain
+    # seen (0.07); advantages of the wrong sign, or none, fail it.
+    change = [a - b for a, b in zip(after, before, strict=True)]
+    answer_change = [a - b for a, b in zip(after_answer, before_answer, strict=True)]
+    assert answer_change[0] > 0.01, (
+        f"rewarded answer: {before_answer[0]:.4f} → {after_answer[0]:.4f}"
+    )
     for i in penalised:
-        answer_drop = before_answer[i] - after_answer[i]
-        assert answer_drop > 1e-3, f"answer {i}: {before_answer[i]:.4f} → {after_answer[i]:.4f}"
-        if estimator.startswith("care"):
-            # CARE pushes a failure down on its answer only (region token weights): the format
-            # tokens it shares with the rewarded response may rise, so its whole log-probability
-            # is not a test of the update.
-            continue
-        drop = before[i] - after[i]
-        assert drop > 1e-3, f"penalised response {i}: {before[i]:.4f} → {after[i]:.4f}"
+        assert change[0] - change[i] > 0.01, f"response {i}: {change[i]:+.4f} vs {change[0]:+.4f}"
+        assert answer_change[0] - answer_change[i] > 0.01, (
+            f"answer {i}: {answer_change[i]:+.4f} vs {answer_change[0]:+.4f}"
+        )
     if estimator == "care":
         # The passed repair is a second positive: its continuation after the repair context
         # of its source becomes more likely too.
         repair_rise = after_repairs[source] - before_repairs[source]
-        assert repair_rise > 1e-3, f"repair: {before_repairs[source]:.4f} → +{repair_rise:.4f}"
+        assert repair_rise > 0.01, f"repair: {before_repairs[source]:.4f} → +{repair_rise:.4f}"
 
 
 # DAPO: each round of a step draws prompts_per_step = 4 prompts; the script decides per round and
@@ -230,3 +230,74 @@ def test_dapo_keeps_varied_groups_refills_and_merges_with_logged_counts(
             assert g["correct"] == [True, True, False, False]
             assert g["advantages"] == pytest.approx([half, half, -half, -half], abs=1e-5)
         assert step["groups/mixed_frac"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# A real run: sampling, verifying and updating, on a task whose reward is quickly learnable.
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: a second intra-op thread only adds synchronisation (three times slower
+    measured on a shared 2-core machine), and one thread makes the float sums, hence the whole
+    run, the same everywhere."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def easy_warm_start(tmp_path_factory, one_thread) -> tuple[Path, Path]:
+    """``(easy data folder, SFT checkpoint)``: SFT teaches the reply format on rows whose gold
+    letter is random, so the warm start answers A about a quarter of the time or less; the easy
+    variant relabels every row to A, a reward RL can find in a few dozen steps."""
+    out = tmp_path_factory.mktemp("easy")
+    letters = np.random.default_rng(0).choice(list("ABCD"), size=32)
+    write_choice_dataset(out / "sft", 32, lambda index: str(letters[index]), format_hint=True)
+    write_choice_dataset(out / "easy", 32, lambda index: "A", format_hint=True)
+    sft = tiny_config(
+        out / "sft",
+        out,
+        "sft",
+        data={"train_files": [str(out / "sft" / "train.jsonl")]},
+        sft={"steps": 60, "lr": 1e-2, "batch_rows": 16},
+    )
+    return out / "easy", run_sft(config_from_dict(sft), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["grpo", "care"])
+def test_training_reward_rises_by_more_than_its_noise_on_an_easy_variant(
+    easy_warm_start, tmp_path, estimator
+):
+    data_dir, warm_start = easy_warm_start
+    steps, k = 20, 5
+    cfg = config_from_dict(
+        tiny_config(
+            data_dir,
+            tmp_path,
+            estimator,
+            algo={"estimator": estimator},
+            model={"path": str(warm_start)},
+            data={"train_files": [str(data_dir / "train.jsonl")]},
+            rollout={"n": 8, "max_new_tokens": 24, "batch_rows": 64},
+            optim={"lr": 3e-3},
+            train={
+                "steps": steps,
+                "prompts_per_step": 4,
+                "mini_batch_prompts": 4,
+                "micro_batch_rows": 64,
+                "log_samples_every": 0,
+            },
+        )
+    )
+    Trainer(cfg, progress=False).fit()
+    accuracy = np.array([record["acc/mean"] for record in RunReader(cfg.run_dir).steps])
+    assert accuracy.shape == (steps,)
+    first, last = accuracy[:k], accuracy[-k:]
+    gain = last.mean() - first.mean()
+    # Standard error of the difference of the two k-step means, from the steps' own spread.
+    noise = math.sqrt(first.var(ddof=1) / k + last.var(ddof=1) / k)
+    assert gain > 3 * noise, f"{estimator}: {first.round(2)} → {last.round(2)}"
+    assert first.mean() < 0.3  # the warm start does not already know the relabelled answer

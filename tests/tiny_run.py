@@ -96,18 +96,30 @@ _RGB = {
 }
 
 
-def choice_question(index: int) -> str:
-    """Question text of row ``index``; the colon keeps "Item 1:" from matching "Item 12:"."""
-    return f"Item {index}: which colour fills the square?"
+def choice_question(index: int, format_hint: bool = False) -> str:
+    """Question text of row ``index``; the colon keeps "Item 1:" from matching "Item 12:".
+
+    ``format_hint`` spells out the reply layout in the question. The tiny tokenizer learns its
+    merges from the rows' text only, so with the hint the tags become a few tokens each and a
+    reply takes 19 tokens instead of 35 (the cost of a real training run halves).
+    """
+    question = f"Item {index}: which colour fills the square?"
+    if format_hint:
+        question += " Reply <think> ok </think> <answer> letter </answer>."
+    return question
 
 
 def write_choice_dataset(
-    out_dir: Path, n_rows: int, answer_of: Callable[[int], str], name: str = "train"
+    out_dir: Path,
+    n_rows: int,
+    answer_of: Callable[[int], str],
+    name: str = "train",
+    format_hint: bool = False,
 ) -> Path:
     """``<out_dir>/<name>.jsonl``: ``n_rows`` four-option questions about a square of one colour
     (56 x 56 PNG each), gold letter ``answer_of(index)`` (the image shows that option's colour),
-    and a ``solution`` for SFT targets. Independent of the synthetic task generator, so the
-    trainer tests pin their own data."""
+    and the ``solution`` "ok" for SFT targets (the shortest reasoning). Independent of the
+    synthetic task generator, so the trainer tests pin their own data."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(exist_ok=True)
     lines = []
@@ -119,10 +131,10 @@ def write_choice_dataset(
         row = {
             "id": f"{name}-{index}",
             "images": [image],
-            "question": choice_question(index),
+            "question": choice_question(index, format_hint),
             "choices": list(CHOICE_COLOURS),
             "answer": letter,
-            "solution": f"the square is {colour}",
+            "solution": "ok",
         }
         lines.append(json.dumps(row))
     path = out_dir / f"{name}.jsonl"
