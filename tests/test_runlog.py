@@ -303,7 +303,9 @@ def test_exception_inside_with_marks_the_run_crashed(tmp_path: Path) -> None:
             raise RuntimeError("out of memory")
     meta = RunReader(run_dir).meta
     assert meta["status"] == "crashed"
-    assert meta["end_time"] is not None
+    # finish() stamped the crash: an ISO UTC time, not before the start.
+    end = datetime.fromisoformat(meta["end_time"])
+    assert end.tzinfo is not None and end >= datetime.fromisoformat(meta["start_time"])
     assert writer.closed
     with pytest.raises(RunLogError, match="the writer is finished"):
         writer.log_step(1, {})

@@ -79,7 +79,8 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
     # (every RGR repair counts: a failed one is a failure, a passed one got its credit from
     # one) over all |advantage|, 0 when there is no advantage at all.
     assert first["signal/failure_share_seq"] == pytest.approx(failure_share_of(step_groups))
-    assert len(groups) >= 2 and all(g["G"] == 4 for g in groups)
+    # Two steps of two prompts (DAPO, keeping nothing, logs its first draw).
+    assert len(groups) == 4 and all(g["G"] == 4 for g in groups)
     checkpoint = run_dir / "checkpoints" / "step_2"
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "trainer_state.pt").is_file()
