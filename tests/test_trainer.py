@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import ScriptedEngine, failure_share_of, tiny_config
+from tiny_run import ScriptedEngine, failure_share_of, tiny_config, write_choice_dataset
+from typer.testing import CliRunner
 
+from care.cli import app
 from care.config import config_from_dict
 from care.data import DataError
 from care.data.synth import write_synthetic_dataset
@@ -216,3 +218,96 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(data_dir, tmp_
         assert torch.equal(weights_a[key], weights_b[key]), key
     assert RunReader(resumed).meta["status"] == "finished"
     assert len(RunReader(resumed).meta["resumes"]) == 1
+
+
+def test_resume_records_allowed_setting_changes_and_refuses_one_that_breaks_exactness(
+    data_dir, tmp_path
+):
+    import yaml
+
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            tiny_config(
+                data_dir, tmp_path, "changed", algo={"estimator": "grpo"}, train={"save_every": 1}
+            )
+        )
+    )
+    run_dir = tmp_path / "changed"
+    runner = CliRunner()
+
+    def train(*extra: str):
+        return runner.invoke(app, ["train", "-c", str(config_path), *extra])
+
+    assert train().exit_code == 0
+    resumed = train("--set", "train.steps=3", "--set", "train.log_samples_every=0", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resume from step 2: train.steps: 2 → 3 (recorded in meta.json)" in resumed.output
+    assert "resume from step 2: train.log_samples_every: 1 → 0 (recorded in meta.json)" in (
+        resumed.output
+    )
+    run = RunReader(run_dir)
+    assert run.meta["resumes"][-1]["config_changes"] == [
+        {"field": "train.steps", "old": 2, "new": 3, "step": 2},
+        {"field": "train.log_samples_every", "old": 1, "new": 0, "step": 2},
+    ]
+    assert [record["step"] for record in run.steps] == [1, 2, 3]
+    assert run.sample_steps == [1, 2]  # the new cadence holds from step 3 on
+    assert run.config["train"]["steps"] == 2  # config.yaml keeps the values the run started with
+
+    # A change of what a step computes is refused before anything is written.
+    refused = train("--set", "train.steps=4", "--set", "rollout.n=8", "--resume")
+    assert refused.exit_code == 2
+    assert "--resume from step 3: these fields differ" in refused.output
+    listed = [line.strip() for line in refused.output.splitlines() if line.startswith("  ")]
+    assert listed == ["rollout.n: 4 → 8"]
+    after = RunReader(run_dir)
+    assert len(after.meta["resumes"]) == 1 and after.meta["status"] == "finished"
+    assert [record["step"] for record in after.steps] == [1, 2, 3]
+    estimator = train("--set", "train.steps=4", "--set", "algo.estimator=dr_grpo", "--resume")
+    assert estimator.exit_code == 2 and "algo.estimator: 'grpo' → 'dr_grpo'" in estimator.output
+
+    # The next resume compares with the checkpoint's config (3 steps, no samples), not with
+    # config.yaml: only train.steps changes again.
+    again = train("--set", "train.steps=4", "--set", "train.log_samples_every=0", "--resume")
+    assert again.exit_code == 0, again.output
+    meta = RunReader(run_dir).meta
+    assert [entry["config_changes"] for entry in meta["resumes"]][-1] == [
+        {"field": "train.steps", "old": 3, "new": 4, "step": 3}
+    ]
+    assert len(meta["resumes"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("prompts_per_step", "expected"),
+    [
+        # One update per step: update u runs at lr * min(1, (u + 1) / 4).
+        (1, [0.25e-3, 0.5e-3, 0.75e-3, 1e-3]),
+        # Two updates per step: the mean of their rates, (1/4 + 2/4) / 2, then (3/4 + 1) / 2.
+        (2, [0.375e-3, 0.875e-3, 1e-3, 1e-3]),
+    ],
+)
+def test_logged_lr_is_the_rate_of_the_steps_updates_during_warm_up(
+    tmp_path, prompts_per_step, expected
+):
+    data = write_choice_dataset(tmp_path / "data", 2, lambda index: "A")
+    cfg = config_from_dict(
+        tiny_config(
+            tmp_path / "data",
+            tmp_path,
+            "warmup",
+            algo={"estimator": "grpo"},
+            data={"train_files": [str(data)]},
+            optim={"lr": 1e-3, "warmup_steps": 4},
+            train={"steps": 4, "prompts_per_step": prompts_per_step, "mini_batch_prompts": 1},
+        )
+    )
+    trainer = Trainer(cfg, progress=False)
+    answers = {ex.question: ex.answer for ex in trainer.examples}
+
+    def script(question, answer, sample, is_repair):
+        return f"<think>\nlook\n</think>\n<answer>{'A' if sample == 0 else 'B'}</answer>"
+
+    trainer.engine = ScriptedEngine(trainer.processor, answers, script)
+    trainer.fit()
+    assert [record["lr"] for record in RunReader(cfg.run_dir).steps] == pytest.approx(expected)
