@@ -380,12 +380,14 @@ wrote the checkpoint; such a change is refused (`resume_config_changes`)."""
 class ConfigChange:
     """One config field whose value differs from the checkpoint's config on ``--resume``.
 
-    ``old`` is None when the checkpoint's config has no such field (written by an older version).
+    ``added``: the checkpoint's config has no such field (it was written before the setting
+    existed); ``old`` is then None.
     """
 
     field: str
     old: Any
     new: Any
+    added: bool = False
 
     @property
     def resume_safe(self) -> bool:
@@ -423,7 +425,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[ConfigChang
     """
     before, after = _flatten(old), _flatten(new)
     changes = [
-        ConfigChange(key, before.get(key), value)
+        ConfigChange(key, before.get(key), value, added=key not in before)
         for key, value in after.items()
         if key not in before or before[key] != value
     ]
@@ -439,14 +441,22 @@ def resume_config_changes(
     """The settings ``cfg`` changes relative to the config that wrote the checkpoint of
     ``checkpoint_step``; raises :class:`ConfigError` naming every field whose change would break
     exact resume (anything outside `RESUME_SAFE_FIELDS`), or when ``train.steps`` falls below
-    the checkpoint's step.
+    the checkpoint's step. A field the checkpoint's config lacks (a setting added to care-suite
+    after the run started) is accepted at its default, the value that keeps the older behaviour.
 
     Example: resuming a run checkpointed at step 2 with ``--set train.steps=6`` →
     ``[ConfigChange("train.steps", 4, 6)]``; with ``--set rollout.n=16`` → ConfigError
     ``"... rollout.n: 8 → 16 ..."``.
     """
     changes = config_changes(checkpoint_config, cfg.to_dict())
-    refused = [change for change in changes if not change.resume_safe]
+    defaults = _flatten(
+        TrainConfig.model_validate({"algo": {"estimator": cfg.algo.estimator}}).to_dict()
+    )
+    refused = [
+        change
+        for change in changes
+        if not change.resume_safe and not (change.added and change.new == defaults[change.field])
+    ]
     if refused:
         lines = "\n".join(f"  {change.describe()}" for change in refused)
         raise ConfigError(

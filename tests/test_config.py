@@ -53,7 +53,7 @@ def test_config_changes_lists_each_changed_leaf_in_config_order():
     assert config_changes(old, new) == [
         ConfigChange("train.steps", 4, 6),
         ConfigChange("optim.betas", [0.9, 0.999], [0.9, 0.95]),  # a list compares whole
-        ConfigChange("x.y", None, 1),  # not in the old config
+        ConfigChange("x.y", None, 1, added=True),  # not in the old config
     ]
     assert config_changes(new, new) == []
     change = ConfigChange("train.steps", 4, 6)
@@ -123,6 +123,24 @@ def test_resume_names_every_refused_field_and_not_the_allowed_ones():
         resume_config_changes(checkpoint, changed, checkpoint_step=2)
     listed = [line.strip() for line in str(error.value).splitlines() if line.startswith("  ")]
     assert listed == ["rollout.n: 8 → 16", "rollout.temperature: 1.0 → 0.7"]
+
+
+def test_resume_accepts_a_setting_newer_than_the_checkpoint_at_its_default_only():
+    # A checkpoint written before model.gradient_checkpointing existed.
+    checkpoint = _config().to_dict()
+    del checkpoint["model"]["gradient_checkpointing"]
+    changes = resume_config_changes(checkpoint, _config(), checkpoint_step=2)
+    assert changes == [ConfigChange("model.gradient_checkpointing", None, False, added=True)]
+    assert changes[0].record(2) == {
+        "field": "model.gradient_checkpointing",
+        "old": None,
+        "new": False,
+        "step": 2,
+    }
+    with pytest.raises(ConfigError, match=r"model\.gradient_checkpointing: None → True"):
+        resume_config_changes(
+            checkpoint, _config(model={"gradient_checkpointing": True}), checkpoint_step=2
+        )
 
 
 def test_resume_refuses_fewer_steps_than_the_checkpoint_holds():
