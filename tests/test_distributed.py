@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_run import scripted_output, tiny_config
+from tiny_run import failure_share_of, scripted_output, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
@@ -262,8 +262,7 @@ def test_two_process_ddp_run_trains_every_prompt_of_a_step_once_with_consistent_
         assert [g["group_id"] for g in groups] == list(range(PROMPTS_PER_STEP))
         assert all(g["G"] == 4 and len(g["advantages"]) == 4 for g in groups)
         metrics = run.steps[step - 1]
-        share = metrics["signal/failure_share_seq"]
-        assert share is None or 0.0 <= share <= 1.0
+        assert metrics["signal/failure_share_seq"] == pytest.approx(failure_share_of(groups))
         fractions = [metrics[f"groups/{k}_frac"] for k in ("all_correct", "all_wrong", "mixed")]
         assert sum(fractions) == pytest.approx(1.0)
         all_wrong = sum(g["n_correct"] == 0 for g in groups) / PROMPTS_PER_STEP

@@ -35,7 +35,7 @@ from care.algo.losses import kl_loss, policy_loss
 from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
 from care.algo.spans import RegionMasks, region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
-from care.config import TrainConfig
+from care.config import ConfigChange, TrainConfig, resume_config_changes
 from care.data import Example, load_examples
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
@@ -83,7 +83,10 @@ class Trainer:
 
     Args:
         cfg: the validated config.
-        resume: continue from the newest checkpoint in the run folder.
+        resume: continue from the newest checkpoint in the run folder. ``cfg`` may differ from
+            the checkpoint's config only in `care.config.RESUME_SAFE_FIELDS` (else ConfigError
+            naming each field); ``config_changes`` lists those differences, also recorded in
+            meta.json.
         accelerator: an ``accelerate.Accelerator`` (one is made when None).
         progress: show a progress bar on the main process.
     """
@@ -142,6 +145,12 @@ class Trainer:
         resume_from = latest_checkpoint(self.run_dir) if resume else None
         if resume and resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        state = load_trainer_state(resume_from[1]) if resume_from is not None else None
+        # Settings changed since the checkpoint: recorded in meta.json (and printed by the CLI);
+        # a change that breaks exact resume raises here, before any model is built.
+        self.config_changes: list[ConfigChange] = []
+        if state is not None:
+            self.config_changes = resume_config_changes(state["config"], cfg, int(state["step"]))
         model_cfg = cfg.model
         if resume_from is not None:
             model_cfg = model_cfg.model_copy(update={"path": str(resume_from[1])})
@@ -179,8 +188,7 @@ class Trainer:
         self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
         self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
         self.start_step = 0
-        if resume_from is not None:
-            state = load_trainer_state(resume_from[1])
+        if state is not None:
             if self.accelerator.is_fsdp2:
                 # Saved whole (see save); each process keeps its shard of it.
                 set_optimizer_state_dict(
@@ -198,7 +206,11 @@ class Trainer:
         self.writer: RunWriter | None = None
         if self.is_main:
             if resume_from is not None:
-                self.writer = RunWriter.resume(self.run_dir, last_step=self.start_step)
+                self.writer = RunWriter.resume(
+                    self.run_dir,
+                    last_step=self.start_step,
+                    config_changes=[c.record(self.start_step) for c in self.config_changes],
+                )
             else:
                 self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
         sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -675,7 +687,7 @@ class Trainer:
         per_row = batch.per_row
         totals: dict[str, float] = {}
         weights_seen: dict[str, float] = {}
-        grad_norms, entropies = [], []
+        grad_norms, entropies, rates = [], [], []
         self.model.train()
         for _ in range(cfg.train.ppo_epochs):
             for mini in self._mini_batches(batch):
@@ -757,6 +769,8 @@ class Trainer:
                     self.model.parameters(), cfg.optim.grad_clip
                 )
                 grad_norms.append(float(grad_norm))
+                # The rate this update applies (the scheduler moves it on right after).
+                rates.append(float(self.optimizer.param_groups[0]["lr"]))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -776,7 +790,8 @@ class Trainer:
         metrics = {key: totals[key] / weights_seen[key] for key in totals}
         metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else float("nan")
-        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        # The mean rate of the step's updates (they differ only while a warm-up is running).
+        metrics["lr"] = float(np.mean(rates)) if rates else float("nan")
         return metrics
 
     def _denominator(
