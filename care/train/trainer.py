@@ -40,7 +40,7 @@ from care.data import Example, load_examples
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
 from care.models.vlm import save_policy
-from care.prompts import build_messages, build_repair_prefix, render_prompt
+from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
 from care.train.batch import Row, StepBatch
@@ -61,15 +61,16 @@ _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 
 
 
 def task_corpus(examples: Sequence[Example]) -> list[str]:
-    """Text the tiny tokenizer learns its merges from: questions, options, answers, rationales."""
-    texts = []
+    """Text the tiny tokenizer learns its merges from: the protocol's fixed text (system prompt,
+    tags, option layout, repair cue) and each example's question, options, answer and rationale
+    in the response layout. BPE keeps a merge only when its pair occurs at least twice, so the
+    protocol text is listed twice."""
+    texts = protocol_texts() * 2 + ["system\nuser\nassistant\n"] * 2  # the chat roles
     for ex in examples:
         texts.append(ex.question)
         texts.extend(ex.choices or ())
-        texts.append(ex.answer)
         solution = ex.extra.get("solution") if ex.extra else None
-        if solution:
-            texts.append(str(solution))
+        texts.append(f"<think>\n{solution or ''}\n</think>\n<answer>{ex.answer}</answer>")
     return texts
 
 
