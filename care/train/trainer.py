@@ -43,6 +43,7 @@ from care.models.vlm import save_policy
 from care.prompts import build_messages, build_repair_prefix, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
+from care.train import lockstep
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
@@ -245,7 +246,7 @@ class Trainer:
         self.timer.reset()
         with self._full_weights():
             with self.timer("rollout"):
-                batch, dapo_stats = self._rollout_with_filter(step)
+                batch, dapo_stats, rows_count = self._rollout_with_filter(step)
             with self.timer("old_logp_embed"):
                 self._old_logprobs_and_embeddings(batch, range(len(batch)))
             with self.timer("advantage"):
@@ -257,12 +258,12 @@ class Trainer:
             result = self._advantages(batch)
             self._token_advantages(batch, result)
         with self.timer("update"):
-            if self._nothing_to_learn(dapo_stats):
+            if dapo_stats.get("dapo/kept_groups") == 0.0:
+                # DAPO found no group with reward variance on any process: an update would only
+                # apply weight decay and stale momentum, so the step is logged and skipped.
                 update_metrics = {"update/skipped": 1.0}
             else:
-                update_metrics = self._update(
-                    batch, rows_count=dapo_stats.get("dapo/kept_groups", 1.0) > 0
-                )
+                update_metrics = self._update(batch, rows_count=rows_count)
         self.engine.sync_weights(self.policy)
         with self.timer("log"):
             metrics = self._log(step, batch, result, update_metrics, dapo_stats)
@@ -298,16 +299,6 @@ class Trainer:
             self.model.set_reshard_after_forward(reshard)
             # FSDP keeps the root unsharded after forward (its default): the backward needs it.
             self.model.set_reshard_after_forward(False, recurse=False)
-
-    def _nothing_to_learn(self, dapo_stats: dict[str, float]) -> bool:
-        """DAPO found no group with reward variance on any process: an update would only apply
-        weight decay and stale momentum, so the step is logged and the update skipped."""
-        if "dapo/kept_groups" not in dapo_stats:
-            return False
-        kept = torch.tensor([dapo_stats["dapo/kept_groups"]], device=self.accelerator.device)
-        if self.world > 1:
-            kept = self.accelerator.gather(kept)
-        return float(kept.sum()) == 0.0
 
     # ------------------------------------------------------------------------------------------
     # Rollout and verification
@@ -368,34 +359,52 @@ class Trainer:
         indices = self.sampler.next_batch(count)
         return indices[self.rank :: self.world]
 
-    def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float]]:
-        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts."""
+    def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float], bool]:
+        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts.
+
+        Returns ``(batch, dapo stats, rows count)``: the stats sum over every process, and
+        ``rows count`` is False where DAPO kept no group on this process (its rows then only
+        keep it in step with the others).
+
+        Refill rounds run in lockstep: while ANY process still lacks groups, every process
+        draws the round's prompts, so the sampler cursor (and the checkpoint, which holds the
+        main process's) stays the same on all of them and no prompt goes to two processes. A
+        process that is already full leaves its share of the round unsampled
+        (``dapo/passed_prompts``), as one process leaves the groups beyond its target.
+        """
         cfg = self.cfg
         batch = self._rollout_groups(
             self._local_prompt_indices(cfg.train.prompts_per_step), step, 0
         )
         if not self.estimator.dynamic_sampling:
-            return batch, {}
+            return batch, {}, True
         wanted = cfg.train.prompts_per_step // self.world
         kept = self._keep_varied_groups(batch)
-        rounds, drawn = 0, len(batch.examples)
-        while len(kept.examples) < wanted and rounds < cfg.algo.dapo.max_refill_rounds:
+        rounds, drawn, passed = 0, len(batch.examples), 0
+        while rounds < cfg.algo.dapo.max_refill_rounds and lockstep.any_process(
+            len(kept.examples) < wanted, self.accelerator
+        ):
             rounds += 1
-            more = self._rollout_groups(
-                self._local_prompt_indices(cfg.train.prompts_per_step), step, rounds
-            )
+            indices = self._local_prompt_indices(cfg.train.prompts_per_step)
+            if len(kept.examples) >= wanted:
+                passed += len(indices)
+                continue
+            more = self._rollout_groups(indices, step, rounds)
             drawn += len(more.examples)
             kept = _concat_groups(kept, self._keep_varied_groups(more), limit=wanted)
+        kept_here = len(kept.examples)
+        totals = lockstep.sum_over_processes([kept_here, drawn, passed], self.accelerator)
         stats = {
-            "dapo/kept_groups": float(len(kept.examples)),
-            "dapo/drawn_groups": float(drawn),
+            "dapo/kept_groups": totals[0],
+            "dapo/drawn_groups": totals[1],
+            "dapo/passed_prompts": totals[2],
             "dapo/refill_rounds": float(rounds),
         }
         if not kept.rows:
             # Nothing varied: keep the first draw (its advantages are all zero) so every
             # process still steps in lockstep; train_step skips the update when no process kept any.
             kept = batch
-        return kept, stats
+        return kept, stats, kept_here > 0
 
     def _keep_varied_groups(self, batch: StepBatch) -> StepBatch:
         rewards = torch.tensor([row.reward for row in batch.rows])
