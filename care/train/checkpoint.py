@@ -94,8 +94,11 @@ def save_checkpoint(
 
 
 def load_trainer_state(folder: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint folder, its tensors memory-mapped from the file: a
+    process that never touches the optimizer state (all but the main one under FSDP) never
+    reads it into memory."""
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trainer state (not a resumable checkpoint)")
     # Our own file: optimizer states and RNG tuples need full unpickling.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)

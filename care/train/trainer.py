@@ -24,11 +24,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_optimizer_state_dict,
-    set_optimizer_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
 from care.algo.grpo import dynamic_sampling_keep
 from care.algo.losses import kl_loss, policy_loss
@@ -51,6 +47,7 @@ from care.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from care.train.fsdp2 import load_full_optimizer_state
 from care.train.policy_setup import build_or_load_policy, make_engine
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
@@ -175,6 +172,8 @@ class Trainer:
             policy, optimizer, scheduler
         )
         self.policy = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.is_fsdp2:
+            self._initialise_fsdp_root()
         self.tokenizer = self.processor.tokenizer
         self.engine = make_engine(self.policy, self.processor, cfg.rollout)
         self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
@@ -183,12 +182,13 @@ class Trainer:
         if resume_from is not None:
             state = load_trainer_state(resume_from[1])
             if self.accelerator.is_fsdp2:
-                # Saved whole (see save); each process keeps its shard of it.
-                set_optimizer_state_dict(
+                # Saved whole (see save): the main process reads it and broadcasts it, and each
+                # process keeps its shard.
+                load_full_optimizer_state(
                     self.model,
                     self.optimizer.optimizer,
-                    state["optimizer"],
-                    options=StateDictOptions(full_state_dict=True),
+                    state["optimizer"] if self.is_main else None,
+                    is_main=self.is_main,
                 )
             else:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -272,6 +272,28 @@ class Trainer:
         if self.writer is not None:
             self.writer.log_step(step, metrics)
         return metrics
+
+    def _initialise_fsdp_root(self) -> None:
+        """One text-only, no-grad forward through the whole model on every process.
+
+        FSDP2 makes the first module that runs forward its root. transformers' generate()
+        (>= 5.18) encodes the images before any forward through the whole model, so a vision
+        block would become root and the next forward fail ("FSDP state has already been lazily
+        initialized"). Registering generate() as an FSDP forward method does not do: it nests
+        root forwards, and the outer one reshards the root's parameters after every call.
+        """
+        token = torch.tensor(
+            [[self.processor.tokenizer.pad_token_id]], device=self.accelerator.device
+        )
+        with torch.no_grad():
+            self.model(input_ids=token, use_cache=False)
+        # The root (and the units of tied weights) keep their parameters unsharded after
+        # forward; the optimizer, and loading its state on resume, work on the shards.
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
     @contextmanager
     def _full_weights(self) -> Iterator[None]:
