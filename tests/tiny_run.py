@@ -1,8 +1,11 @@
-"""The tiny-model training config the trainer and distributed tests share."""
+"""Tiny-model training config and test doubles shared by trainer, distributed and vLLM tests."""
 
 from __future__ import annotations
 
+import os
+import types
 from pathlib import Path
+from typing import Any
 
 
 def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
@@ -45,3 +48,40 @@ def scripted_output(tokenizer, stop_id: int, text: str):
     return RolloutOutput(
         prompt_ids=[], response_ids=ids, text=text, logprobs=[-1.0] * len(ids), finish_reason="stop"
     )
+
+
+def recording_vllm_modules(records: list[dict[str, Any]]) -> dict[str, types.ModuleType]:
+    """A stand-in ``vllm`` package (``sys.modules`` entries): ``vllm.LLM`` records its folder,
+    options, the launcher variables it would read, and the names of every weight reload."""
+    vllm = types.ModuleType("vllm")
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(
+        is_sleep_mode_available=lambda: False, device_type="cpu"
+    )
+
+    class LLM:
+        def __init__(self, model: str, **options: Any) -> None:
+            folder = Path(model)
+            self.record = {
+                "folder": str(folder),
+                "files": sorted(path.name for path in folder.iterdir()),
+                "options": options,
+                "env": {
+                    name: os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+                },
+                "reload_chunks": [],
+            }
+            records.append(self.record)
+
+        def collective_rpc(self, method: str, kwargs: dict[str, Any]) -> None:
+            assert method == "reload_weights"
+            self.record["reload_chunks"].append([name for name, _ in kwargs["weights_iterator"]])
+
+        def reset_prefix_cache(self) -> None:
+            return None
+
+    vllm.LLM = LLM
+    vllm.SamplingParams = dict
+    vllm.__version__ = "recording stand-in"
+    vllm.platforms = platforms
+    return {"vllm": vllm, "vllm.platforms": platforms}
