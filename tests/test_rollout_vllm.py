@@ -397,8 +397,20 @@ def test_config_selects_the_vllm_engine(monkeypatch):
         return "vllm engine"
 
     monkeypatch.setattr(VLLMRolloutEngine, "from_policy", staticmethod(fake_from_policy))
-    assert make_engine("policy", "processor", section) == "vllm engine"
-    assert chosen == {"model": "policy", "processor": "processor", "sleep_after_generate": True}
+    assert make_engine("policy", "processor", section, max_model_len=5000) == "vllm engine"
+    assert chosen == {
+        "model": "policy",
+        "processor": "processor",
+        "sleep_after_generate": True,
+        "gpu_memory_utilization": 0.4,
+        "max_model_len": 5000,
+        "limit_images_per_prompt": 1,
+        "sync_chunk_bytes": 1024 * 2**20,
+    }
+    # An explicit rollout.vllm.max_model_len wins over the run's derived budget.
+    section = RolloutSection(engine="vllm", vllm={"max_model_len": 3000, "sync_chunk_mb": 8})
+    make_engine("policy", "processor", section, max_model_len=5000)
+    assert (chosen["max_model_len"], chosen["sync_chunk_bytes"]) == (3000, 8 * 2**20)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,14 +10,16 @@ from typing import Any
 
 import torch
 
-from care.config import ModelSection, RolloutSection
+from care.config import ModelSection, RolloutSection, TrainConfig
 from care.models.tokenizer import load_qwen2_5_tokenizer, train_tiny_bpe_tokenizer
-from care.models.vlm import build_tiny_vlm, load_policy
+from care.models.vlm import build_tiny_vlm, load_policy, set_pixel_budget
 from care.rollout.base import RolloutEngine
 from care.rollout.hf import HFRolloutEngine
 
 # The tiny BPE learns its merges from the task's own text, so the demo's sequences stay short.
 TINY_BPE_VOCAB = 1024
+# Room for RGR's repair cue (about 35 Qwen tokens) and for re-tokenising the failed reasoning.
+REPAIR_CUE_TOKENS = 64
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,7 +38,12 @@ def build_or_load_policy(
     """``(model, processor)``: a local checkpoint when ``model.path`` is set, else the tiny
     random Qwen2.5-VL-architecture model (its tiny BPE tokenizer trained on ``corpus``)."""
     if model_cfg.path:
-        return load_policy(model_cfg.path, dtype=model_cfg.dtype, device=device)
+        model, processor = load_policy(model_cfg.path, dtype=model_cfg.dtype, device=device)
+        if model_cfg.min_pixels is not None or model_cfg.max_pixels is not None:
+            set_pixel_budget(
+                processor, min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels
+            )
+        return model, processor
     if model_cfg.tokenizer == "qwen2_5":
         tokenizer = load_qwen2_5_tokenizer()
     else:
@@ -59,16 +66,52 @@ def build_or_load_policy(
     return model.to(device), processor
 
 
-def make_engine(model: Any, processor: Any, rollout_cfg: RolloutSection) -> RolloutEngine:
+def context_token_budget(cfg: TrainConfig) -> int:
+    """The longest context a rollout engine must hold for this run, in tokens.
+
+    A rollout is a prompt (at most ``data.max_prompt_tokens``) plus its response (at most
+    ``rollout.max_new_tokens``). With RGR a repair's context also holds the failed reasoning
+    (at most one response) and the repair cue (``REPAIR_CUE_TOKENS`` leaves room for it and
+    for re-tokenising the decoded reasoning), and the repair itself is at most
+    ``algo.rgr.max_new_tokens`` (null: as long as a rollout, or 512 with the reference
+    sampling).
+
+    Example: the 7B CARE config (2048-token prompts and responses, RGR on) → 2048 + 2048 +
+    64 + 2048 = 6208; without RGR → 4096.
+    """
+    response = cfg.rollout.max_new_tokens
+    budget = cfg.data.max_prompt_tokens + response
+    if cfg.algo.rgr.enable:
+        repair = cfg.algo.rgr.max_new_tokens
+        if repair is None:
+            repair = 512 if cfg.algo.rgr.sampling == "reference" else response
+        budget += REPAIR_CUE_TOKENS + repair
+    return budget
+
+
+def make_engine(
+    model: Any, processor: Any, rollout_cfg: RolloutSection, *, max_model_len: int | None = None
+) -> RolloutEngine:
     """The rollout engine the config names.
 
     ``hf``: the in-process transformers engine. ``vllm``: an in-process ``vllm.LLM`` colocated
     with training (:class:`care.rollout.vllm.VLLMRolloutEngine`), started from the folder the
     policy was loaded from (or the policy saved to a temporary folder), sleeping between
-    rollouts where vLLM supports it; ImportError naming the install command without vLLM.
+    rollouts where vLLM supports it, with the memory settings of ``rollout.vllm``
+    (``max_model_len`` there wins over the argument, which the trainer fills from
+    :func:`context_token_budget`); ImportError naming the install command without vLLM.
     """
     if rollout_cfg.engine == "vllm":
         from care.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine.from_policy(model, processor, sleep_after_generate=True)
+        vllm_cfg = rollout_cfg.vllm
+        return VLLMRolloutEngine.from_policy(
+            model,
+            processor,
+            sleep_after_generate=True,
+            gpu_memory_utilization=vllm_cfg.gpu_memory_utilization,
+            max_model_len=vllm_cfg.max_model_len or max_model_len,
+            limit_images_per_prompt=vllm_cfg.limit_images_per_prompt,
+            sync_chunk_bytes=vllm_cfg.sync_chunk_mb * 2**20,
+        )
     return HFRolloutEngine(model, processor, batch_size=rollout_cfg.batch_rows)

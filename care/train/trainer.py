@@ -32,7 +32,7 @@ from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_e
 from care.algo.spans import RegionMasks, region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
 from care.config import TrainConfig
-from care.data import Example, load_examples
+from care.data import DataError, Example, load_examples
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
 from care.models.vlm import save_policy
@@ -48,7 +48,8 @@ from care.train.checkpoint import (
     save_checkpoint,
 )
 from care.train.fsdp2 import load_full_optimizer_state
-from care.train.policy_setup import build_or_load_policy, make_engine
+from care.train.policy_setup import build_or_load_policy, context_token_budget, make_engine
+from care.train.prompt_budget import over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
 from care.verify import reward as verdict_reward
@@ -133,7 +134,12 @@ class Trainer:
             loaded = load_examples(path, on_bad_row=cfg.data.on_bad_row)
             self.examples.extend(loaded.examples)
             self.skipped_rows += len(loaded.skipped)
-        self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
+        # Held-out files are checked now rather than hours into the run, when first evaluated.
+        self.test_examples = [
+            example
+            for path in cfg.data.test_files
+            for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
+        ]
         self._image_cache: dict[int, list[Any]] = {}
 
         device = self.accelerator.device
@@ -147,6 +153,8 @@ class Trainer:
         policy, self.processor = build_or_load_policy(
             model_cfg, seed=cfg.run.seed, device=device, corpus=corpus
         )
+        self._drop_over_budget_examples()
+        self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
         policy.train()
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
@@ -175,7 +183,9 @@ class Trainer:
         if self.accelerator.is_fsdp2:
             self._initialise_fsdp_root()
         self.tokenizer = self.processor.tokenizer
-        self.engine = make_engine(self.policy, self.processor, cfg.rollout)
+        self.engine = make_engine(
+            self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
+        )
         self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
         self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
         self.start_step = 0
@@ -321,6 +331,34 @@ class Trainer:
             self.model.set_reshard_after_forward(reshard)
             # FSDP keeps the root unsharded after forward (its default): the backward needs it.
             self.model.set_reshard_after_forward(False, recurse=False)
+
+    def _drop_over_budget_examples(self) -> None:
+        """Apply ``data.max_prompt_tokens`` (and, for vLLM, its image limit) to every training
+        example: bad rows under ``data.on_bad_row`` (``skip`` counts them in
+        ``data/skipped_rows``)."""
+        cfg = self.cfg
+        limit = cfg.rollout.vllm.limit_images_per_prompt if cfg.rollout.engine == "vllm" else None
+        bad = over_budget(
+            self.examples,
+            self.processor,
+            self._prompt_for,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            max_images=limit,
+        )
+        if not bad:
+            return
+        if cfg.data.on_bad_row == "error":
+            listed = "\n  ".join(str(item) for item in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(
+                f"{len(bad)} training example(s) exceed the prompt limits (set "
+                f"data.on_bad_row: skip to leave them out):\n  {listed}{more}"
+            )
+        dropped = {id(item.example) for item in bad}
+        self.examples = [example for example in self.examples if id(example) not in dropped]
+        self.skipped_rows += len(bad)
+        if not self.examples:
+            raise DataError("every training example exceeds the prompt limits; nothing to train")
 
     # ------------------------------------------------------------------------------------------
     # Rollout and verification
