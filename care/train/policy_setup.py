@@ -62,7 +62,10 @@ def build_or_load_policy(
         seed=seed,
     )
     if model_cfg.dtype == "bfloat16":
-        model = model.to(torch.bfloat16)
+        # Parameters only, as from_pretrained(dtype=bfloat16) loads a checkpoint: the rotary
+        # inv_freq buffers stay float32, so a resumed run computes exactly what the run did.
+        for param in model.parameters():
+            param.data = param.data.to(torch.bfloat16)
     return model.to(device), processor
 
 

@@ -45,6 +45,7 @@ from care.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     restore_rng,
+    restore_saved_precision,
     save_checkpoint,
 )
 from care.train.fsdp2 import load_full_optimizer_state
@@ -153,6 +154,10 @@ class Trainer:
         policy, self.processor = build_or_load_policy(
             model_cfg, seed=cfg.run.seed, device=device, corpus=corpus
         )
+        if resume_from is not None:
+            # FSDP with bf16 mixed precision saves float32 master weights; loading them as
+            # model.dtype would round them.
+            restore_saved_precision(policy, resume_from[1])
         self._drop_over_budget_examples()
         self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
         policy.train()
