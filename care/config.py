@@ -70,8 +70,9 @@ class ModelSection(_Section):
     image_size: int = Field(
         112,
         ge=28,
-        description="Tiny model only: images are resized to this square size (a checkpoint "
-        "takes min_pixels/max_pixels).",
+        description="Tiny model: images are resized to this square size. A checkpoint keeps its "
+        "processor's pixel budget (set min_pixels/max_pixels); a non-default image_size must "
+        "then match it (e.g. a tiny model's checkpoint).",
     )
     min_pixels: int | None = Field(
         None,
@@ -93,13 +94,8 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _image_settings_fit_the_model(self) -> ModelSection:
-        # A setting the chosen model ignores would silently change nothing.
-        default_size = type(self).model_fields["image_size"].default
-        if self.path and self.image_size != default_size:
-            raise ValueError(
-                f"image_size={self.image_size} applies to the tiny model only; for the checkpoint "
-                "at model.path set max_pixels (and min_pixels)"
-            )
+        # A setting the chosen model ignores would silently change nothing (image_size with a
+        # checkpoint is checked against its processor when it is loaded).
         if not self.path and (self.min_pixels is not None or self.max_pixels is not None):
             raise ValueError(
                 "min_pixels/max_pixels apply to a checkpoint (model.path); the tiny model takes "

@@ -127,8 +127,6 @@ def test_7b_configs_sample_with_vllm_under_explicit_budgets(path):
 
 
 def test_image_settings_that_the_model_would_ignore_are_errors():
-    with pytest.raises(ConfigError, match="image_size=448 applies to the tiny model only"):
-        config_from_dict({"model": {"path": "/ckpt", "image_size": 448}})
     with pytest.raises(ConfigError, match="min_pixels/max_pixels apply to a checkpoint"):
         config_from_dict({"model": {"max_pixels": 1003520}})
     with pytest.raises(ConfigError, match="min_pixels=5000 must not exceed max_pixels=4000"):
@@ -218,6 +216,15 @@ def test_a_pixel_budget_shrinks_a_checkpoints_images(tmp_path):
     assert vision_tokens(ModelSection(path=str(tmp_path / "ckpt"))) == 256
     budget = ModelSection(path=str(tmp_path / "ckpt"), max_pixels=64 * 28 * 28)
     assert vision_tokens(budget) == 64
+    # image_size sets the tiny model's images; with a checkpoint it must describe its processor
+    # (the demo's SFT checkpoint of the tiny model does), else it would be silently ignored.
+    with pytest.raises(ValueError, match=r"model.image_size=448 does not describe the processor"):
+        vision_tokens(ModelSection(path=str(tmp_path / "ckpt"), image_size=448))
+    square, square_processor = build_tiny_vlm(
+        train_tiny_bpe_tokenizer(), hidden_size=32, num_layers=1, image_size=56, seed=0
+    )
+    save_policy(square, square_processor, tmp_path / "square")
+    assert vision_tokens(ModelSection(path=str(tmp_path / "square"), image_size=56)) == 4
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +301,14 @@ def test_trainer_starts_vllm_with_the_runs_context_budget(data_dir, tmp_path, mo
     assert options["limit_mm_per_prompt"] == {"image": 1}
     assert options["mm_processor_kwargs"] == {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
     assert "distributed_executor_backend" not in options  # one process: vLLM's own executor
+
+
+def test_a_bad_held_out_file_stops_the_run_before_training(data_dir, tmp_path):
+    from care.train.trainer import Trainer
+
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"id": "t1", "images": [], "question": "Q?"}\n')
+    cfg = tiny_config(data_dir, tmp_path, "held_out", data={"test_files": [str(bad)]})
+    with pytest.raises(DataError, match=rf"{bad}.*line 1.*answer"):
+        Trainer(config_from_dict(cfg), progress=False)
+    assert not (tmp_path / "held_out").exists()

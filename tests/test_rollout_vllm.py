@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from care.models.tokenizer import train_tiny_bpe_tokenizer
-from care.models.vlm import stop_token_ids, vision_token_ids
+from care.models.vlm import pixel_budget, stop_token_ids, vision_token_ids
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.rollout.vllm import (
     INSTALL_HINT,
@@ -39,7 +39,6 @@ from care.rollout.vllm import (
     canonical_weight_name,
     convert_request_output,
     launcher_options,
-    pixel_budget,
     policy_state,
     request_seed,
     resolve_token_sets,
@@ -489,13 +488,18 @@ def test_engine_settings_reach_vllm_under_a_multi_process_job(
 
 
 def test_a_policy_built_in_code_is_written_whole_with_its_head_tied(tmp_path, tiny_policy):
-    from care.models.vlm import load_policy
+    from care.models.vlm import load_policy, save_policy
 
     model, processor = tiny_policy
     folder = write_policy_folder(model, processor, tmp_path / "policy")
     assert {"config.json", "generation_config.json", "model.safetensors"} <= {
         path.name for path in folder.iterdir()
     }
+    # The config says what save_pretrained's says (vLLM picks the model class by it).
+    reference = save_policy(model, processor, tmp_path / "save_pretrained")
+    written = json.loads((folder / "config.json").read_text())
+    assert written == json.loads((reference / "config.json").read_text())
+    assert written["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
     loaded, loaded_processor = load_policy(folder, dtype="float32")
     assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
     for name, tensor in model.state_dict().items():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -555,6 +555,21 @@ def set_pixel_budget(
     if low > high:
         raise ValueError(f"min_pixels ({low}) must not exceed max_pixels ({high})")
     image_processor.size = SizeDict(shortest_edge=int(low), longest_edge=int(high))
+
+
+def pixel_budget(processor: Any) -> dict[str, int]:
+    """``{"min_pixels": ..., "max_pixels": ...}`` of a Qwen-VL processor's image processor (for
+    vLLM's ``mm_processor_kwargs``, so vLLM expands every image to the same number of vision
+    tokens as the trainer's processor), or ``{}`` when it has none."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return {}
+    getter = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
+    low, high = getter("shortest_edge"), getter("longest_edge")
+    if low is None or high is None:
+        return {}
+    return {"min_pixels": int(low), "max_pixels": int(high)}
 
 
 def _check_model_folder(path: str | os.PathLike[str]) -> Path:

@@ -43,6 +43,7 @@ conversion — is a plain function or class here and is unit-tested without vLLM
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,7 @@ from typing import Any
 
 import torch
 
-from care.models.vlm import resolve_token_sets
+from care.models.vlm import pixel_budget, resolve_token_sets
 
 from .base import FinishReason, RolloutOutput, RolloutRequest, SamplingParams
 
@@ -280,7 +281,14 @@ def write_policy_folder(model: torch.nn.Module, processor: Any, folder: Path) ->
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(str(folder))
+    # What save_pretrained adds to the config: the class (vLLM picks its model by it; FSDP2's
+    # wrapper class name carries a prefix) and the weights' dtype.
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__.removeprefix("FSDP")]
+    floats = [tensor.dtype for tensor in state.values() if tensor.is_floating_point()]
+    if floats:
+        config.dtype = str(floats[0]).removeprefix("torch.")
+    config.save_pretrained(str(folder))
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
         generation_config.save_pretrained(str(folder))
@@ -328,21 +336,6 @@ def launcher_options(tensor_parallel_size: int) -> dict[str, Any]:
             "prompts on every member; use tensor_parallel_size=1 (one engine per process)"
         )
     return {"distributed_executor_backend": "external_launcher"}
-
-
-def pixel_budget(processor: Any) -> dict[str, int]:
-    """``{"min_pixels": ..., "max_pixels": ...}`` of a Qwen-VL processor's image processor (for
-    vLLM's ``mm_processor_kwargs``, so vLLM expands every image to the same number of vision
-    tokens as the trainer's processor), or ``{}`` when it has none."""
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if size is None:
-        return {}
-    getter = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
-    low, high = getter("shortest_edge"), getter("longest_edge")
-    if low is None or high is None:
-        return {}
-    return {"min_pixels": int(low), "max_pixels": int(high)}
 
 
 # ----------------------------------------------------------------------------------------------

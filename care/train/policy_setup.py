@@ -12,7 +12,7 @@ import torch
 
 from care.config import ModelSection, RolloutSection, TrainConfig
 from care.models.tokenizer import load_qwen2_5_tokenizer, train_tiny_bpe_tokenizer
-from care.models.vlm import build_tiny_vlm, load_policy, set_pixel_budget
+from care.models.vlm import build_tiny_vlm, load_policy, pixel_budget, set_pixel_budget
 from care.rollout.base import RolloutEngine
 from care.rollout.hf import HFRolloutEngine
 
@@ -43,6 +43,7 @@ def build_or_load_policy(
             set_pixel_budget(
                 processor, min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels
             )
+        _check_image_size_fits(model_cfg, processor)
         return model, processor
     if model_cfg.tokenizer == "qwen2_5":
         tokenizer = load_qwen2_5_tokenizer()
@@ -67,6 +68,22 @@ def build_or_load_policy(
         for param in model.parameters():
             param.data = param.data.to(torch.bfloat16)
     return model.to(device), processor
+
+
+def _check_image_size_fits(model_cfg: ModelSection, processor: Any) -> None:
+    """A non-default ``model.image_size`` with a checkpoint must describe its processor (as for
+    a tiny model's checkpoint); otherwise it would be silently ignored."""
+    if model_cfg.image_size == type(model_cfg).model_fields["image_size"].default:
+        return
+    square = model_cfg.image_size**2
+    budget = pixel_budget(processor)
+    if budget != {"min_pixels": square, "max_pixels": square}:
+        raise ValueError(
+            f"model.image_size={model_cfg.image_size} does not describe the processor of "
+            f"{model_cfg.path} ({budget.get('min_pixels')}..{budget.get('max_pixels')} px per "
+            "image): image_size sets the tiny model's images; for a checkpoint set "
+            "model.max_pixels (and min_pixels)"
+        )
 
 
 def context_token_budget(cfg: TrainConfig) -> int:
