@@ -1,6 +1,6 @@
 """The trainer under FSDP2 on CPU processes: the script ``tests/test_fsdp2_cpu.py`` launches.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_run.py CONFIG OUT_DIR MIXED
+    python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_run.py CONFIG OUT_DIR MIXED ...
 
 Each process builds the real :class:`~care.train.trainer.Trainer` with accelerate's FSDP2
 preparation (``care.train.fsdp2.fsdp2_accelerator(cpu=True)``, gloo), trains two steps with a
@@ -30,7 +30,7 @@ import torch
 from tiny_run import recording_vllm_modules, scripted_output
 
 ROOT = Path(__file__).resolve().parents[1]
-HANG_TIMEOUT_S = 300
+HANG_TIMEOUT_S = 600  # a normal launch takes about 1 minute; a hang fails after this
 
 
 def free_port() -> int:
@@ -328,5 +328,10 @@ def record_run(config_path: Path, out_dir: Path, mixed: set[int], *, fsdp: bool)
 
 
 if __name__ == "__main__":
+    # CONFIG OUT_DIR MIXED, repeated: the runs share one launch (process start-up is the slow
+    # part on CPU).
     torch.backends.cuda.matmul.allow_tf32 = False
-    record_run(Path(sys.argv[1]), Path(sys.argv[2]), set(json.loads(sys.argv[3])), fsdp=True)
+    arguments = sys.argv[1:]
+    for start in range(0, len(arguments), 3):
+        config, out, mixed = arguments[start : start + 3]
+        record_run(Path(config), Path(out), set(json.loads(mixed)), fsdp=True)

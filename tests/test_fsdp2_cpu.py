@@ -92,18 +92,7 @@ def _steps(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _run_both(data_dir: Path, out: Path, estimator: str, positions: tuple[int, ...]) -> dict:
-    order = _epoch_order()
-    mixed = sorted(order[k] for k in positions)
-    two_config = _config(data_dir, out, "two", estimator)
-    torchrun(
-        ROOT / "tests" / "fsdp_run.py", str(two_config), str(out / "two_rec"), json.dumps(mixed)
-    )
-    one = record_run(
-        _config(data_dir, out, "one", estimator), out / "one_rec", set(mixed), fsdp=False
-    )
-    ranks = [torch.load(out / "two_rec" / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
-    return {"ranks": ranks, "one": one, "out": out, "order": order}
+SCENARIOS = {"care": CARE_MIXED, "dapo": DAPO_MIXED}
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +105,35 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def care_runs(data_dir, tmp_path_factory) -> dict:
-    return _run_both(data_dir, tmp_path_factory.mktemp("fsdp_care"), "care", CARE_MIXED)
+def runs(data_dir, tmp_path_factory) -> dict[str, dict]:
+    """Both estimators' two-process FSDP2 runs (one launch) and their one-process references."""
+    order = _epoch_order()
+    arguments, found = [], {}
+    for estimator, positions in SCENARIOS.items():
+        out = tmp_path_factory.mktemp(f"fsdp_{estimator}")
+        mixed = sorted(order[k] for k in positions)
+        two_config = _config(data_dir, out, "two", estimator)
+        arguments += [str(two_config), str(out / "two_rec"), json.dumps(mixed)]
+        found[estimator] = {"out": out, "mixed": mixed}
+    torchrun(ROOT / "tests" / "fsdp_run.py", *arguments)
+    for estimator, run in found.items():
+        out = run["out"]
+        one_config = _config(data_dir, out, "one", estimator)
+        run["one"] = record_run(one_config, out / "one_rec", set(run["mixed"]), fsdp=False)
+        run["ranks"] = [
+            torch.load(out / "two_rec" / f"rank{r}.pt", weights_only=False) for r in (0, 1)
+        ]
+    return found
 
 
 @pytest.fixture(scope="module")
-def dapo_runs(data_dir, tmp_path_factory) -> dict:
-    return _run_both(data_dir, tmp_path_factory.mktemp("fsdp_dapo"), "dapo", DAPO_MIXED)
+def care_runs(runs) -> dict:
+    return runs["care"]
+
+
+@pytest.fixture(scope="module")
+def dapo_runs(runs) -> dict:
+    return runs["dapo"]
 
 
 def _assert_one_process_gradient(runs: dict) -> None:
