@@ -12,7 +12,8 @@
 #
 # Packages the project needs beyond a stock CUDA image (pydantic, math-verify, ...) can travel as
 # wheels in ./.whl (see docs/distributed.md, "GPU smoke check"); they are installed to /tmp/site.
-# SMOKE_DEVICE=cpu runs the same on the CPU (the test suite does, with --small).
+# SMOKE_DEVICE=cpu runs the same on the CPU (the test suite does, with --small); PARTS_LIMIT_S and
+# FSDP2_LIMIT_S change the two time limits (200 s and 100 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -39,6 +40,6 @@ smoke() {  # smoke SECONDS ARGS...: one care.smoke process under a time limit
     status=1
   fi
 }
-smoke 200 --parts steps,vllm,advantages --steps "${STEPS:-3}" "$@"
-smoke 100 --parts fsdp2 "$@"
+smoke "${PARTS_LIMIT_S:-200}" --parts steps,vllm,advantages --steps "${STEPS:-3}" "$@"
+smoke "${FSDP2_LIMIT_S:-100}" --parts fsdp2 "$@"
 exit "$status"
