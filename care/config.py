@@ -439,13 +439,17 @@ RESUME_SAFE_FIELDS: tuple[str, ...] = (
     "train.keep_checkpoints",
     "train.log_samples_every",
     "sft",
+    "rollout.vllm.gpu_memory_utilization",
+    "rollout.vllm.sync_chunk_mb",
 )
 """Config fields (or whole sections) a resumed run may change: where the run folder lives, how
-long it trains, how often it checkpoints and logs samples, and what the RL steps never read
-(held-out files, the warm-start section). Every other field changes what a step computes (the
-model, the data and its order, the estimator, sampling, batch shapes, the loss, the optimizer,
-the device's arithmetic), so a run resumed with it changed would not continue the run that
-wrote the checkpoint; such a change is refused (`resume_config_changes`)."""
+long it trains, how often it checkpoints and logs samples, what the RL steps never read
+(held-out files, the warm-start section), and how much memory vLLM takes and in what pieces it
+receives the weights (the way out of an out-of-memory stop). Every other field changes what a
+step computes (the model, the data and its order, the estimator, sampling, batch shapes, the
+loss, the optimizer, the device's arithmetic, vLLM's context and image limits), so a run
+resumed with it changed would not continue the run that wrote the checkpoint; such a change is
+refused (`resume_config_changes`)."""
 
 
 @dataclass(frozen=True)

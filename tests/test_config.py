@@ -169,6 +169,61 @@ def test_resume_refuses_fewer_steps_than_the_checkpoint_holds():
         resume_config_changes(_config().to_dict(), _config(train={"steps": 3}), checkpoint_step=4)
 
 
+def test_resume_may_change_vllms_memory_share_and_sync_chunks():
+    checkpoint = _config().to_dict()
+    changed = _config(rollout={"vllm": {"gpu_memory_utilization": 0.3, "sync_chunk_mb": 256}})
+    assert resume_config_changes(checkpoint, changed, checkpoint_step=2) == [
+        ConfigChange("rollout.vllm.gpu_memory_utilization", 0.4, 0.3),
+        ConfigChange("rollout.vllm.sync_chunk_mb", 1024, 256),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sections", "named"),
+    [
+        # Cuts rollouts and repairs short when below the run's context budget.
+        ({"rollout": {"vllm": {"max_model_len": 4096}}}, "rollout.vllm.max_model_len: None → 4096"),
+        # Decides which rows are bad rows, so which examples the sampler draws from.
+        (
+            {"rollout": {"vllm": {"limit_images_per_prompt": 2}}},
+            "rollout.vllm.limit_images_per_prompt: 1 → 2",
+        ),
+        ({"rollout": {"engine": "vllm"}}, "rollout.engine: 'hf' → 'vllm'"),
+        # How many vision tokens an image becomes.
+        ({"model": {"path": "/ckpt", "max_pixels": 1003520}}, "model.max_pixels: None → 1003520"),
+        ({"model": {"path": "/ckpt", "min_pixels": 200704}}, "model.min_pixels: None → 200704"),
+    ],
+)
+def test_resume_refuses_vllms_limits_and_the_image_budget(sections, named):
+    checkpoint = _config(model={"path": "/ckpt"}).to_dict()
+    changed = _config(**{"model": {"path": "/ckpt"}, **sections})
+    with pytest.raises(ConfigError) as error:
+        resume_config_changes(checkpoint, changed, checkpoint_step=2)
+    listed = [line.strip() for line in str(error.value).splitlines() if line.startswith("  ")]
+    assert listed == [named]
+
+
+def test_a_checkpoint_from_before_the_vllm_settings_resumes_at_their_defaults():
+    checkpoint = _config().to_dict()
+    del checkpoint["rollout"]["vllm"]
+    del checkpoint["model"]["min_pixels"], checkpoint["model"]["max_pixels"]
+    changes = resume_config_changes(checkpoint, _config(), checkpoint_step=2)
+    assert [(c.field, c.old, c.new, c.added) for c in changes] == [
+        ("model.min_pixels", None, None, True),
+        ("model.max_pixels", None, None, True),
+        ("rollout.vllm.gpu_memory_utilization", None, 0.4, True),
+        ("rollout.vllm.max_model_len", None, None, True),
+        ("rollout.vllm.limit_images_per_prompt", None, 1, True),
+        ("rollout.vllm.sync_chunk_mb", None, 1024, True),
+    ]
+    with pytest.raises(ConfigError, match=r"rollout\.vllm\.limit_images_per_prompt: None → 2"):
+        resume_config_changes(
+            checkpoint,
+            _config(rollout={"vllm": {"limit_images_per_prompt": 2}}),
+            checkpoint_step=2,
+        )
+
+
 def test_every_resume_safe_field_exists_in_the_config():
     fields = set(_flatten_keys(_config().to_dict()))
     for safe in RESUME_SAFE_FIELDS:
