@@ -68,13 +68,51 @@ class ModelSection(_Section):
     )
     tiny: TinyModelSection = Field(default_factory=TinyModelSection)
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
-    image_size: int = Field(112, ge=28, description="Images are resized to this square size.")
+    image_size: int = Field(
+        112,
+        ge=28,
+        description="Tiny model: images are resized to this square size. A checkpoint keeps its "
+        "processor's pixel budget (set min_pixels/max_pixels); a non-default image_size must "
+        "then match it (e.g. a tiny model's checkpoint).",
+    )
+    min_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Checkpoint only: smaller images are enlarged to at least this many pixels "
+        "(null: the checkpoint's preprocessor setting).",
+    )
+    max_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Checkpoint only: larger images are shrunk to at most this many pixels; one "
+        "vision token covers 28x28 px, so 1280*28*28 caps an image at 1280 tokens (null: the "
+        "checkpoint's preprocessor setting, up to ~16k tokens for Qwen2.5-VL).",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     reference_model: bool = Field(
         True,
         description="Load a frozen reference copy for the KL term; false only with "
         "loss.kl_coef=0 (saves the copy's memory).",
     )
+
+    @model_validator(mode="after")
+    def _image_settings_fit_the_model(self) -> ModelSection:
+        # A setting the chosen model ignores would silently change nothing (image_size with a
+        # checkpoint is checked against its processor when it is loaded).
+        if not self.path and (self.min_pixels is not None or self.max_pixels is not None):
+            raise ValueError(
+                "min_pixels/max_pixels apply to a checkpoint (model.path); the tiny model takes "
+                "image_size"
+            )
+        if (
+            self.min_pixels is not None
+            and self.max_pixels is not None
+            and self.min_pixels > self.max_pixels
+        ):
+            raise ValueError(
+                f"min_pixels={self.min_pixels} must not exceed max_pixels={self.max_pixels}"
+            )
+        return self
 
 
 class DataSection(_Section):
@@ -85,7 +123,36 @@ class DataSection(_Section):
         default_factory=list, description="Held-out files for evaluation."
     )
     on_bad_row: Literal["error", "skip"] = Field("error", description="What a bad row does.")
-    max_prompt_tokens: int = Field(1024, ge=16, description="Longer prompts are an error.")
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Longest prompt in tokens, vision tokens included; a longer example is a bad "
+        "row (on_bad_row), found before training starts.",
+    )
+
+
+class VllmSection(_Section):
+    gpu_memory_utilization: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU's memory vLLM takes (weights + KV cache) next to training.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Longest context vLLM serves, in tokens (null: data.max_prompt_tokens plus "
+        "the longest response, RGR repair contexts included).",
+    )
+    limit_images_per_prompt: int = Field(
+        1,
+        ge=0,
+        description="Most images one prompt holds (vLLM reserves memory for that many); a "
+        "training row with more is a bad row.",
+    )
+    sync_chunk_mb: int = Field(
+        1024, ge=1, description="Most MiB of weights gathered and loaded into vLLM at once."
+    )
 
 
 class RolloutSection(_Section):
@@ -96,7 +163,12 @@ class RolloutSection(_Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(2048, ge=1, description="Longest response, in tokens.")
-    batch_rows: int = Field(64, ge=1, description="Completions generated per engine call.")
+    batch_rows: int = Field(
+        64,
+        ge=1,
+        description="Completions generated per call of the hf engine (vLLM schedules its own).",
+    )
+    vllm: VllmSection = Field(default_factory=VllmSection)
 
 
 class RescueSection(_Section):
@@ -367,13 +439,17 @@ RESUME_SAFE_FIELDS: tuple[str, ...] = (
     "train.keep_checkpoints",
     "train.log_samples_every",
     "sft",
+    "rollout.vllm.gpu_memory_utilization",
+    "rollout.vllm.sync_chunk_mb",
 )
 """Config fields (or whole sections) a resumed run may change: where the run folder lives, how
-long it trains, how often it checkpoints and logs samples, and what the RL steps never read
-(held-out files, the warm-start section). Every other field changes what a step computes (the
-model, the data and its order, the estimator, sampling, batch shapes, the loss, the optimizer,
-the device's arithmetic), so a run resumed with it changed would not continue the run that
-wrote the checkpoint; such a change is refused (`resume_config_changes`)."""
+long it trains, how often it checkpoints and logs samples, what the RL steps never read
+(held-out files, the warm-start section), and how much memory vLLM takes and in what pieces it
+receives the weights (the way out of an out-of-memory stop). Every other field changes what a
+step computes (the model, the data and its order, the estimator, sampling, batch shapes, the
+loss, the optimizer, the device's arithmetic, vLLM's context and image limits), so a run
+resumed with it changed would not continue the run that wrote the checkpoint; such a change is
+refused (`resume_config_changes`)."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Two processes split a step's prompts and must train exactly what one process would: every prompt
 of a step is trained and logged once, the replicas hold equal weights after each update, and the
 gradient of a step spread over two processes equals the one-process gradient of the same batch.
-accelerate runs FSDP on GPUs only, so the FSDP case runs where two GPUs are visible and the CPU
-check is that an FSDP launch on CPU stops with a clear error instead of silently running DDP.
+accelerate launches FSDP on GPUs only, so the FSDP case here runs where two GPUs are visible and
+the CPU check is that an FSDP launch on CPU stops with a clear error instead of silently running
+DDP; tests/test_fsdp2_cpu.py runs the trainer under accelerate's FSDP2 preparation on CPU.
 The one-step recorder below is also the script the tests launch:
 ``accelerate launch tests/test_distributed.py CONFIG OUT_DIR``.
 """

@@ -1,11 +1,15 @@
-"""What the trainer and distributed tests share: the tiny-model training config, a small
-multiple-choice data set written in the test, and a scripted rollout engine."""
+"""What the trainer, distributed and vLLM tests share: the tiny-model training config, a small
+multiple-choice data set written in the test, a scripted rollout engine and a recording stand-in
+for vLLM."""
 
 from __future__ import annotations
 
 import json
+import os
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -156,3 +160,40 @@ def write_choice_dataset(
     path = out_dir / f"{name}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def recording_vllm_modules(records: list[dict[str, Any]]) -> dict[str, types.ModuleType]:
+    """A stand-in ``vllm`` package (``sys.modules`` entries): ``vllm.LLM`` records its folder,
+    options, the launcher variables it would read, and the names of every weight reload."""
+    vllm = types.ModuleType("vllm")
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(
+        is_sleep_mode_available=lambda: False, device_type="cpu"
+    )
+
+    class LLM:
+        def __init__(self, model: str, **options: Any) -> None:
+            folder = Path(model)
+            self.record = {
+                "folder": str(folder),
+                "files": sorted(path.name for path in folder.iterdir()),
+                "options": options,
+                "env": {
+                    name: os.environ.get(name) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+                },
+                "reload_chunks": [],
+            }
+            records.append(self.record)
+
+        def collective_rpc(self, method: str, kwargs: dict[str, Any]) -> None:
+            assert method == "reload_weights"
+            self.record["reload_chunks"].append([name for name, _ in kwargs["weights_iterator"]])
+
+        def reset_prefix_cache(self) -> None:
+            return None
+
+    vllm.LLM = LLM
+    vllm.SamplingParams = dict
+    vllm.__version__ = "recording stand-in"
+    vllm.platforms = platforms
+    return {"vllm": vllm, "vllm.platforms": platforms}
