@@ -25,7 +25,7 @@ system-packages:
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[dev,eval,app]'
+	$(PIP) -e '.[dev,eval,app,trackers]'
 	@# lmms-eval drags in torchvision and timm; torchvision breaks the CPU torch build and
 	@# transformers' imports, and nothing here needs either.
 	$(PY) -m pip uninstall -y -q torchvision timm 2>/dev/null || true
