@@ -307,7 +307,7 @@ def test_care_import_verl_writes_the_run_and_prints_the_throughput(tmp_path: Pat
     out = tmp_path / "runs" / "verl"
     result = runner.invoke(app, ["import", "verl", str(dump), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "read:         2 steps, 32 rollouts in 8 groups; 0 lines skipped" in result.output
+    assert "read:         2 steps, 32 rollouts in 8 groups; skipped lines: 0" in result.output
     assert "correct from: given 0, verifier 32, reward 0 (rollouts)" in result.output
     assert "agrees with the source's verdict on 100.0% of 32 rollouts" in result.output
     assert "rollouts/s" in result.output

@@ -9,6 +9,7 @@ Exit status: 0 when the run folder was written (skipped lines are listed on stde
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -55,7 +56,11 @@ def _run(source_kind: str, path: Path, out: Path, options_kwargs: dict) -> None:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error
     total = len(source.step_files) if isinstance(source, VerlDump) else None
-    with tqdm(total=total, desc=f"import {source_kind}", unit="step", leave=False) as bar:
+    # The bar only on a terminal: in a log file its carriage returns would garble the warnings.
+    quiet = not sys.stderr.isatty()
+    with tqdm(
+        total=total, desc=f"import {source_kind}", unit="step", leave=False, disable=quiet
+    ) as bar:
         try:
             report = import_run(source, out, options, on_step=lambda _: bar.update(1))
         except (ImportInputError, RunExistsError) as error:
@@ -79,7 +84,7 @@ def _run(source_kind: str, path: Path, out: Path, options_kwargs: dict) -> None:
     typer.echo(f"run folder:   {out}")
     typer.echo(
         f"read:         {report.steps} steps, {report.rollouts} rollouts in {report.groups} "
-        f"groups; {report.skipped_lines} lines skipped"
+        f"groups; skipped lines: {report.skipped_lines}"
     )
     typer.echo(f"correct from: {sources} (rollouts)")
     agreement = report.agreement
