@@ -79,10 +79,23 @@ def train(
 ) -> None:
     """Train with the configured estimator (launch with `accelerate launch -m care.cli train`
     for several processes)."""
+    from care.config import ConfigError
     from care.train.trainer import Trainer
 
     cfg = _load(config, overrides)
-    run_dir = Trainer(cfg, resume=resume).fit()
+    try:
+        trainer = Trainer(cfg, resume=resume)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    if trainer.is_main:
+        for change in trainer.config_changes:
+            typer.echo(
+                f"resume from step {trainer.start_step}: {change.describe()} "
+                "(recorded in meta.json)",
+                err=True,
+            )
+    run_dir = trainer.fit()
     typer.echo(f"run folder: {run_dir}")
 
 

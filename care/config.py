@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,11 +68,51 @@ class ModelSection(_Section):
     )
     tiny: TinyModelSection = Field(default_factory=TinyModelSection)
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
-    image_size: int = Field(112, ge=28, description="Images are resized to this square size.")
+    image_size: int = Field(
+        112,
+        ge=28,
+        description="Tiny model: images are resized to this square size. A checkpoint keeps its "
+        "processor's pixel budget (set min_pixels/max_pixels); a non-default image_size must "
+        "then match it (e.g. a tiny model's checkpoint).",
+    )
+    min_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Checkpoint only: smaller images are enlarged to at least this many pixels "
+        "(null: the checkpoint's preprocessor setting).",
+    )
+    max_pixels: int | None = Field(
+        None,
+        ge=784,
+        description="Checkpoint only: larger images are shrunk to at most this many pixels; one "
+        "vision token covers 28x28 px, so 1280*28*28 caps an image at 1280 tokens (null: the "
+        "checkpoint's preprocessor setting, up to ~16k tokens for Qwen2.5-VL).",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     reference_model: bool = Field(
-        True, description="Load a frozen reference copy for the KL term (false when kl_coef=0)."
+        True,
+        description="Load a frozen reference copy for the KL term; false only with "
+        "loss.kl_coef=0 (saves the copy's memory).",
     )
+
+    @model_validator(mode="after")
+    def _image_settings_fit_the_model(self) -> ModelSection:
+        # A setting the chosen model ignores would silently change nothing (image_size with a
+        # checkpoint is checked against its processor when it is loaded).
+        if not self.path and (self.min_pixels is not None or self.max_pixels is not None):
+            raise ValueError(
+                "min_pixels/max_pixels apply to a checkpoint (model.path); the tiny model takes "
+                "image_size"
+            )
+        if (
+            self.min_pixels is not None
+            and self.max_pixels is not None
+            and self.min_pixels > self.max_pixels
+        ):
+            raise ValueError(
+                f"min_pixels={self.min_pixels} must not exceed max_pixels={self.max_pixels}"
+            )
+        return self
 
 
 class DataSection(_Section):
@@ -82,7 +123,36 @@ class DataSection(_Section):
         default_factory=list, description="Held-out files for evaluation."
     )
     on_bad_row: Literal["error", "skip"] = Field("error", description="What a bad row does.")
-    max_prompt_tokens: int = Field(1024, ge=16, description="Longer prompts are an error.")
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Longest prompt in tokens, vision tokens included; a longer example is a bad "
+        "row (on_bad_row), found before training starts.",
+    )
+
+
+class VllmSection(_Section):
+    gpu_memory_utilization: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU's memory vLLM takes (weights + KV cache) next to training.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Longest context vLLM serves, in tokens (null: data.max_prompt_tokens plus "
+        "the longest response, RGR repair contexts included).",
+    )
+    limit_images_per_prompt: int = Field(
+        1,
+        ge=0,
+        description="Most images one prompt holds (vLLM reserves memory for that many); a "
+        "training row with more is a bad row.",
+    )
+    sync_chunk_mb: int = Field(
+        1024, ge=1, description="Most MiB of weights gathered and loaded into vLLM at once."
+    )
 
 
 class RolloutSection(_Section):
@@ -93,7 +163,12 @@ class RolloutSection(_Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(2048, ge=1, description="Longest response, in tokens.")
-    batch_rows: int = Field(64, ge=1, description="Completions generated per engine call.")
+    batch_rows: int = Field(
+        64,
+        ge=1,
+        description="Completions generated per call of the hf engine (vLLM schedules its own).",
+    )
+    vllm: VllmSection = Field(default_factory=VllmSection)
 
 
 class RescueSection(_Section):
@@ -288,6 +363,17 @@ class TrainConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _kl_needs_reference(self) -> TrainConfig:
+        # Runs after the estimator filled kl_coef in: GRPO's default 1e-2 counts too.
+        if self.loss.kl_coef and not self.model.reference_model:
+            raise ValueError(
+                f"loss.kl_coef={self.loss.kl_coef} needs model.reference_model=true (the KL "
+                "term is measured against the frozen reference); set loss.kl_coef=0 to train "
+                "without the KL term, or model.reference_model=true"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.out_dir) / self.run.name
@@ -304,6 +390,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
         kind = item["type"]
         if kind == "extra_forbidden":
             lines.append(f"  {where}: unknown key (value {item.get('input')!r})")
+        elif not item["loc"]:
+            # A check across sections: its message names the fields; the input is the whole file.
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
@@ -349,3 +438,125 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return config_from_dict(data or {}, source=str(path), overrides=overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# Changed settings on --resume
+
+RESUME_SAFE_FIELDS: tuple[str, ...] = (
+    "run.name",
+    "run.out_dir",
+    "data.test_files",
+    "train.steps",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.log_samples_every",
+    "sft",
+    "rollout.vllm.gpu_memory_utilization",
+    "rollout.vllm.sync_chunk_mb",
+)
+"""Config fields (or whole sections) a resumed run may change: where the run folder lives, how
+long it trains, how often it checkpoints and logs samples, what the RL steps never read
+(held-out files, the warm-start section), and how much memory vLLM takes and in what pieces it
+receives the weights (the way out of an out-of-memory stop). Every other field changes what a
+step computes (the model, the data and its order, the estimator, sampling, batch shapes, the
+loss, the optimizer, the device's arithmetic, vLLM's context and image limits), so a run
+resumed with it changed would not continue the run that wrote the checkpoint; such a change is
+refused (`resume_config_changes`)."""
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One config field whose value differs from the checkpoint's config on ``--resume``.
+
+    ``added``: the checkpoint's config has no such field (it was written before the setting
+    existed); ``old`` is then None.
+    """
+
+    field: str
+    old: Any
+    new: Any
+    added: bool = False
+
+    @property
+    def resume_safe(self) -> bool:
+        return any(
+            self.field == safe or self.field.startswith(safe + ".") for safe in RESUME_SAFE_FIELDS
+        )
+
+    def describe(self) -> str:
+        """``"train.steps: 4 → 6"``."""
+        return f"{self.field}: {self.old!r} → {self.new!r}"
+
+    def record(self, step: int) -> dict[str, Any]:
+        """The ``meta.json`` entry: field, old, new and the checkpoint step it applies after."""
+        return {"field": self.field, "old": self.old, "new": self.new, "step": step}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[ConfigChange]:
+    """The leaf fields whose values differ between two resolved configs (``to_dict()`` form),
+    in the order of ``new``; lists (files, betas) compare as whole values.
+
+    Example::
+
+        config_changes({"train": {"steps": 4, "device": "cpu"}},
+                       {"train": {"steps": 6, "device": "cpu"}})
+        → [ConfigChange(field="train.steps", old=4, new=6)]
+    """
+    before, after = _flatten(old), _flatten(new)
+    changes = [
+        ConfigChange(key, before.get(key), value, added=key not in before)
+        for key, value in after.items()
+        if key not in before or before[key] != value
+    ]
+    changes.extend(
+        ConfigChange(key, value, None) for key, value in before.items() if key not in after
+    )
+    return changes
+
+
+def resume_config_changes(
+    checkpoint_config: dict[str, Any], cfg: TrainConfig, checkpoint_step: int
+) -> list[ConfigChange]:
+    """The settings ``cfg`` changes relative to the config that wrote the checkpoint of
+    ``checkpoint_step``; raises :class:`ConfigError` naming every field whose change would break
+    exact resume (anything outside `RESUME_SAFE_FIELDS`), or when ``train.steps`` falls below
+    the checkpoint's step. A field the checkpoint's config lacks (a setting added to care-suite
+    after the run started) is accepted at its default, the value that keeps the older behaviour.
+
+    Example: resuming a run checkpointed at step 2 with ``--set train.steps=6`` →
+    ``[ConfigChange("train.steps", 4, 6)]``; with ``--set rollout.n=16`` → ConfigError
+    ``"... rollout.n: 8 → 16 ..."``.
+    """
+    changes = config_changes(checkpoint_config, cfg.to_dict())
+    defaults = _flatten(
+        TrainConfig.model_validate({"algo": {"estimator": cfg.algo.estimator}}).to_dict()
+    )
+    refused = [
+        change
+        for change in changes
+        if not change.resume_safe and not (change.added and change.new == defaults[change.field])
+    ]
+    if refused:
+        lines = "\n".join(f"  {change.describe()}" for change in refused)
+        raise ConfigError(
+            f"--resume from step {checkpoint_step}: these fields differ from the config that "
+            f"wrote the checkpoint and change what a step computes, so the run could not "
+            f"continue exactly:\n{lines}\nRestore them, or start a new run (another run.name). "
+            f"Fields a resume may change: {', '.join(RESUME_SAFE_FIELDS)}"
+        )
+    if cfg.train.steps < checkpoint_step:
+        raise ConfigError(
+            f"--resume: train.steps={cfg.train.steps} is below the checkpoint's step "
+            f"{checkpoint_step}; give train.steps >= {checkpoint_step}"
+        )
+    return changes

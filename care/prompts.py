@@ -61,6 +61,21 @@ REPAIR_CUE = (
 REPAIR_FIELDS: tuple[str, ...] = ("Mistake:", "Fix:", "Corrected final answer:")
 
 
+def protocol_texts() -> list[str]:
+    """The fixed text every prompt and response of the protocol carries: the system prompt, the
+    option layout and instruction, the response tags and the repair cue.
+
+    A tokenizer trained on a task's own text (the tiny model's BPE) learns its merges from these
+    too, so the tags and the system prompt become a few tokens each instead of one per byte.
+    """
+    return [
+        SYSTEM_PROMPT,
+        f"Options:\nA. B. C. D.\n\n{MULTIPLE_CHOICE_INSTRUCTION}",
+        f"{THINK_OPEN}\n\n{THINK_CLOSE}\n{ANSWER_OPEN}{ANSWER_CLOSE}",
+        REPAIR_CUE + "\n" + "\n".join(REPAIR_FIELDS) + "\n</repair>",
+    ]
+
+
 def format_question(question: str, choices: Sequence[str] | None = None) -> str:
     """The user text of a problem: the question, then for multiple choice the lettered options.
 

@@ -486,29 +486,29 @@ def test_kl_loss_aggregates_and_reports_its_value() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field_name", "value"),
+    ("field_name", "value", "valid"),
     [
-        ("clip_low", 1.0),
-        ("clip_low", -0.1),
-        ("clip_high", -0.01),
-        ("clip_high", float("nan")),
-        ("dual_clip", 1.0),
-        ("dual_clip", 0.5),
-        ("ratio_level", "row"),
-        ("aggregation", "sum"),
-        ("count_zero_adv_rows", 1),
-        ("norm_length", 0),
-        ("norm_length", 2.5),
-        ("norm_length", True),
-        ("log_ratio_clamp", 0.0),
+        ("clip_low", 1.0, "it must lie in [0, 1)"),
+        ("clip_low", -0.1, "it must lie in [0, 1)"),
+        ("clip_high", -0.01, "it must be >= 0"),
+        ("clip_high", float("nan"), "it must be a finite real number"),
+        ("dual_clip", 1.0, "it must be > 1"),
+        ("dual_clip", 0.5, "it must be > 1"),
+        ("ratio_level", "row", "allowed are ['sequence', 'token']"),
+        ("aggregation", "sum", "allowed are ['seq_mean_token_mean', 'seq_mean_token_sum_norm', "),
+        ("count_zero_adv_rows", 1, "it must be True or False"),
+        ("norm_length", 0, "it must be a positive int"),
+        ("norm_length", 2.5, "it must be a positive int"),
+        ("norm_length", True, "it must be a positive int"),
+        ("log_ratio_clamp", 0.0, "it must be > 0"),
     ],
 )
-def test_config_errors_name_the_field_and_the_value(field_name: str, value: object) -> None:
+def test_config_errors_name_the_field_the_value_and_what_is_valid(
+    field_name: str, value: object, valid: str
+) -> None:
     with pytest.raises(ValueError) as excinfo:
         PolicyLossConfig(**{field_name: value})  # type: ignore[arg-type]
-    message = str(excinfo.value)
-    assert f"{field_name}={value!r}" in message
-    assert "must" in message or "allowed" in message
+    assert f"PolicyLossConfig.{field_name}={value!r} is invalid: {valid}" in str(excinfo.value)
 
 
 def test_config_defaults_and_baseline_settings() -> None:

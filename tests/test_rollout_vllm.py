@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from care.models.tokenizer import train_tiny_bpe_tokenizer
-from care.models.vlm import stop_token_ids, vision_token_ids
+from care.models.vlm import pixel_budget, stop_token_ids, vision_token_ids
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.rollout.vllm import (
     INSTALL_HINT,
@@ -38,11 +38,14 @@ from care.rollout.vllm import (
     build_vllm_prompt,
     canonical_weight_name,
     convert_request_output,
+    launcher_options,
     policy_state,
     request_seed,
     resolve_token_sets,
+    sync_chunks,
     sync_unit,
     vllm_sampling_kwargs,
+    write_policy_folder,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,6 +374,8 @@ def test_engine_arguments_are_checked_before_vllm_is_imported(tmp_path, tokenize
         ({"dtype": "int8"}, "dtype"),
         ({"max_model_len": 0}, "max_model_len"),
         ({"sleep_level": 3}, "sleep_level"),
+        ({"limit_images_per_prompt": -1}, "limit_images_per_prompt"),
+        ({"sync_chunk_bytes": 0}, "sync_chunk_bytes"),
     ):
         with pytest.raises(ValueError, match=message):
             VLLMRolloutEngine(tmp_path, tokenizer, **kwargs)
@@ -391,8 +396,160 @@ def test_config_selects_the_vllm_engine(monkeypatch):
         return "vllm engine"
 
     monkeypatch.setattr(VLLMRolloutEngine, "from_policy", staticmethod(fake_from_policy))
-    assert make_engine("policy", "processor", section) == "vllm engine"
-    assert chosen == {"model": "policy", "processor": "processor", "sleep_after_generate": True}
+    assert make_engine("policy", "processor", section, max_model_len=5000) == "vllm engine"
+    assert chosen == {
+        "model": "policy",
+        "processor": "processor",
+        "sleep_after_generate": True,
+        "gpu_memory_utilization": 0.4,
+        "max_model_len": 5000,
+        "limit_images_per_prompt": 1,
+        "sync_chunk_bytes": 1024 * 2**20,
+    }
+    # An explicit rollout.vllm.max_model_len wins over the run's derived budget.
+    section = RolloutSection(engine="vllm", vllm={"max_model_len": 3000, "sync_chunk_mb": 8})
+    make_engine("policy", "processor", section, max_model_len=5000)
+    assert (chosen["max_model_len"], chosen["sync_chunk_bytes"]) == (3000, 8 * 2**20)
+
+
+# ----------------------------------------------------------------------------------------------
+# Several training processes, memory settings, chunked syncs (a recording stand-in for vLLM)
+
+LAUNCHER = {
+    "RANK": "1",
+    "LOCAL_RANK": "1",
+    "WORLD_SIZE": "2",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29555",
+}
+
+
+def test_one_process_keeps_vllms_default_executor(monkeypatch):
+    for name in LAUNCHER:
+        monkeypatch.delenv(name, raising=False)
+    assert launcher_options(1) == {}
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert launcher_options(1) == {}
+
+
+def test_a_multi_process_job_uses_the_external_launcher_or_says_what_is_missing(monkeypatch):
+    for name, value in LAUNCHER.items():
+        monkeypatch.setenv(name, value)
+    # Without it every process's engine would start on GPU 0; vLLM's external launcher reads
+    # LOCAL_RANK and puts this process's engine on GPU 1.
+    assert launcher_options(1) == {"distributed_executor_backend": "external_launcher"}
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 with 2 training processes"):
+        launcher_options(2)
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(ValueError, match="LOCAL_RANK, MASTER_PORT are not set"):
+        launcher_options(1)
+
+
+@pytest.fixture
+def recording_vllm(monkeypatch) -> list[dict[str, Any]]:
+    from tiny_run import recording_vllm_modules
+
+    calls: list[dict[str, Any]] = []
+    for name, module in recording_vllm_modules(calls).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tokenizer):
+    from care.models.vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tokenizer, hidden_size=32, num_layers=2, image_size=56, seed=0)
+
+
+def test_engine_settings_reach_vllm_under_a_multi_process_job(
+    tmp_path, tiny_policy, recording_vllm, monkeypatch
+):
+    for name, value in LAUNCHER.items():
+        monkeypatch.setenv(name, value)
+    model, processor = tiny_policy
+    engine = VLLMRolloutEngine.from_policy(
+        model,
+        processor,
+        folder=tmp_path / "policy",
+        gpu_memory_utilization=0.3,
+        max_model_len=6208,
+        limit_images_per_prompt=2,
+    )
+    options = recording_vllm[0]["options"]
+    assert options["distributed_executor_backend"] == "external_launcher"
+    assert recording_vllm[0]["env"] == {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    assert (options["gpu_memory_utilization"], options["max_model_len"]) == (0.3, 6208)
+    assert options["limit_mm_per_prompt"] == {"image": 2}
+    # vLLM resizes images with the trainer's pixel budget, so both see the same vision tokens.
+    assert options["mm_processor_kwargs"] == {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
+    assert engine.weight_version == 1 and recording_vllm[0]["reload_chunks"] == []
+
+
+def test_a_policy_built_in_code_is_written_whole_with_its_head_tied(tmp_path, tiny_policy):
+    from care.models.vlm import load_policy, save_policy
+
+    model, processor = tiny_policy
+    folder = write_policy_folder(model, processor, tmp_path / "policy")
+    assert {"config.json", "generation_config.json", "model.safetensors"} <= {
+        path.name for path in folder.iterdir()
+    }
+    # The config says what save_pretrained's says (vLLM picks the model class by it).
+    reference = save_policy(model, processor, tmp_path / "save_pretrained")
+    written = json.loads((folder / "config.json").read_text())
+    assert written == json.loads((reference / "config.json").read_text())
+    assert written["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    loaded, loaded_processor = load_policy(folder, dtype="float32")
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert (
+        pixel_budget(loaded_processor)
+        == pixel_budget(processor)
+        == {
+            "min_pixels": 56 * 56,
+            "max_pixels": 56 * 56,
+        }
+    )
+
+
+def test_sync_chunks_hold_whole_blocks_within_the_byte_limit():
+    state = {
+        "layers.0.a": torch.zeros(2),  # block 0: 8 + 8 bytes
+        "layers.0.b": torch.zeros(2),
+        "layers.1.a": torch.zeros(4),  # block 1: 16 bytes
+        "norm.weight": torch.zeros(1),  # 4 bytes
+        "lm_head.weight": torch.zeros(8),  # 32 bytes: over the limit, travels alone
+    }
+    assert sync_chunks(state, list(state), max_bytes=24) == [
+        ["layers.0.a", "layers.0.b"],
+        ["layers.1.a", "norm.weight"],
+        ["lm_head.weight"],
+    ]
+    assert sync_chunks(state, ["layers.1.a"], max_bytes=1) == [["layers.1.a"]]
+    with pytest.raises(ValueError, match="max_bytes"):
+        sync_chunks(state, list(state), max_bytes=0)
+
+
+def test_sync_sends_changed_blocks_in_bounded_chunks(tmp_path, tokenizer, recording_vllm):
+    from care.models.vlm import build_tiny_vlm
+
+    model, processor = build_tiny_vlm(tokenizer, hidden_size=32, num_layers=2, seed=1)
+    state = model.state_dict()
+    blocks = [[n for n in state if f".layers.{k}." in n] for k in (0, 1)]
+    block_bytes = sum(state[n].numel() * state[n].element_size() for n in blocks[0])
+    # Room for one decoder layer but not two: each changed layer is loaded on its own.
+    engine = VLLMRolloutEngine.from_policy(
+        model, processor, folder=tmp_path / "policy", sync_chunk_bytes=block_bytes * 3 // 2
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".layers." in name:
+                param.add_(1.0)
+    engine.sync_weights(model)
+    assert recording_vllm[0]["reload_chunks"] == blocks
+    assert engine.weight_version == 2
 
 
 def test_one_factory_builds_both_engines_from_a_policy_or_a_checkpoint(tmp_path, monkeypatch):

@@ -415,7 +415,9 @@ def test_exception_inside_with_marks_the_run_crashed(tmp_path: Path) -> None:
             raise RuntimeError("out of memory")
     meta = RunReader(run_dir).meta
     assert meta["status"] == "crashed"
-    assert meta["end_time"] is not None
+    # finish() stamped the crash: an ISO UTC time, not before the start.
+    end = datetime.fromisoformat(meta["end_time"])
+    assert end.tzinfo is not None and end >= datetime.fromisoformat(meta["start_time"])
     assert writer.closed
     with pytest.raises(RunLogError, match="the writer is finished"):
         writer.log_step(1, {})
@@ -489,6 +491,24 @@ def test_resume_restores_the_newline_after_a_complete_unterminated_record(tmp_pa
     with RunWriter.resume(run_dir, last_step=0) as writer:
         writer.log_step(1, {"acc/mean": 0.75}, timestamp=2.0)
     assert [record["step"] for record in RunReader(run_dir).steps] == [0, 1]
+
+
+def test_resume_records_the_changed_settings_in_its_meta_entry(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        writer.log_step(1, {"acc/mean": 0.5})
+    changes = [{"field": "train.steps", "old": 4, "new": 8, "step": 1}]
+    with RunWriter.resume(run_dir, last_step=1, config_changes=changes) as writer:
+        writer.log_step(2, {"acc/mean": 0.5})
+    with RunWriter.resume(run_dir, last_step=2):
+        pass
+    resumes = RunReader(run_dir).meta["resumes"]
+    assert [entry["config_changes"] for entry in resumes] == [changes, []]
+    assert [entry["last_step"] for entry in resumes] == [1, 2]
+    # config.yaml keeps the values the run started with.
+    assert RunReader(run_dir).config == CONFIG
+    with pytest.raises(ValueError, match=r"config_changes\[0\]\.new: "):
+        RunWriter.resume(run_dir, last_step=2, config_changes=[{"new": object()}])
 
 
 def test_resume_of_a_folder_without_meta_is_refused(tmp_path: Path) -> None:

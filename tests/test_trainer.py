@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import scripted_output, tiny_config
+from tiny_run import ScriptedEngine, failure_share_of, tiny_config, write_choice_dataset
+from typer.testing import CliRunner
 
+from care.cli import app
 from care.config import config_from_dict
 from care.data import DataError
 from care.data.synth import write_synthetic_dataset
@@ -52,58 +54,38 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
         "time/update",
     ):
         assert key in first, key
+    groups = run.groups
+    step_groups = [g for g in groups if g["step"] == 1]
+    # The random tiny model never answers right in 8 tokens: every group is all wrong, so GRPO's
+    # advantages are all zero and DAPO keeps no group (the estimators learning from real signal
+    # are tested in test_estimators_learn.py).
+    assert all(g["n_correct"] == 0 for g in step_groups)
+    assert first["groups/all_wrong_frac"] == 1.0
     skipped = first.get("update/skipped") == 1.0
-    # Only DAPO may skip an update: when no group of the step has any reward variance.
-    assert not skipped or (estimator == "dapo" and first["dapo/kept_groups"] == 0)
-    if not skipped:
-        for key in ("loss/pg", "loss/clipfrac", "grad_norm", "entropy", "lr"):
-            assert key in first, key
-    share = first["signal/failure_share_seq"]
-    assert share is None or 0.0 <= share <= 1.0
-    fractions = sum(first[f"groups/{k}_frac"] for k in ("all_correct", "all_wrong", "mixed"))
-    assert fractions == pytest.approx(1.0)
+    # Only DAPO skips an update, and only when no group of the step has any reward variance:
+    # here after the first draw and its three refill rounds of two prompts each.
+    assert skipped == (estimator == "dapo")
     if estimator == "dapo":
-        assert first["dapo/drawn_groups"] >= 2
+        assert first["dapo/kept_groups"] == 0 and first["dapo/refill_rounds"] == 3
+        assert first["dapo/drawn_groups"] == 8
+        assert "loss/pg" not in first and "lr" not in first
         assert "loss/kl" not in first  # DAPO trains without a KL term
     else:
-        assert first["loss/kl"] is not None
-    groups = run.groups
-    assert len(groups) >= 2 and all(g["G"] == 4 for g in groups)
+        for key in ("loss/pg", "loss/clipfrac", "grad_norm", "entropy"):
+            assert math.isfinite(first[key]), key
+        assert first["lr"] == pytest.approx(1e-3)
+        # low_var_kl is never negative, and the policy starts at the reference: after at most
+        # one of the step's two updates it is still close to it.
+        assert 0.0 <= first["loss/kl"] < 0.05
+    # The logged failure share is the one the group records give: |advantage| of failures
+    # (every RGR repair counts: a failed one is a failure, a passed one got its credit from
+    # one) over all |advantage|, 0 when there is no advantage at all.
+    assert first["signal/failure_share_seq"] == pytest.approx(failure_share_of(step_groups))
+    # Two steps of two prompts (DAPO, keeping nothing, logs its first draw).
+    assert len(groups) == 4 and all(g["G"] == 4 for g in groups)
     checkpoint = run_dir / "checkpoints" / "step_2"
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "trainer_state.pt").is_file()
-
-
-class ScriptedEngine:
-    """Returns scripted responses (a test double for the sampler): `script(question, sample,
-    is_repair) -> text`. Old log-probs are recomputed by the trainer, so logprobs are dummies."""
-
-    def __init__(self, processor, questions_to_answers, script):
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.answers = questions_to_answers
-        self.script = script
-        self.suppress_token_ids: list[int] = []
-        self.stop = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-
-    def _question(self, prompt: str) -> str:
-        return next(q for q in self.answers if q in prompt)
-
-    def generate(self, requests, params):
-        out = []
-        for request in requests:
-            question = self._question(request.prompt)
-            samples = []
-            for sample in range(params.n):
-                text = self.script(
-                    question, self.answers[question], sample, bool(request.assistant_prefix)
-                )
-                samples.append(scripted_output(self.tokenizer, self.stop, text))
-            out.append(samples)
-        return out
-
-    def sync_weights(self, model):
-        return None
 
 
 def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_dir, tmp_path):
@@ -236,3 +218,96 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(data_dir, tmp_
         assert torch.equal(weights_a[key], weights_b[key]), key
     assert RunReader(resumed).meta["status"] == "finished"
     assert len(RunReader(resumed).meta["resumes"]) == 1
+
+
+def test_resume_records_allowed_setting_changes_and_refuses_one_that_breaks_exactness(
+    data_dir, tmp_path
+):
+    import yaml
+
+    config_path = tmp_path / "cfg.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            tiny_config(
+                data_dir, tmp_path, "changed", algo={"estimator": "grpo"}, train={"save_every": 1}
+            )
+        )
+    )
+    run_dir = tmp_path / "changed"
+    runner = CliRunner()
+
+    def train(*extra: str):
+        return runner.invoke(app, ["train", "-c", str(config_path), *extra])
+
+    assert train().exit_code == 0
+    resumed = train("--set", "train.steps=3", "--set", "train.log_samples_every=0", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resume from step 2: train.steps: 2 → 3 (recorded in meta.json)" in resumed.output
+    assert "resume from step 2: train.log_samples_every: 1 → 0 (recorded in meta.json)" in (
+        resumed.output
+    )
+    run = RunReader(run_dir)
+    assert run.meta["resumes"][-1]["config_changes"] == [
+        {"field": "train.steps", "old": 2, "new": 3, "step": 2},
+        {"field": "train.log_samples_every", "old": 1, "new": 0, "step": 2},
+    ]
+    assert [record["step"] for record in run.steps] == [1, 2, 3]
+    assert run.sample_steps == [1, 2]  # the new cadence holds from step 3 on
+    assert run.config["train"]["steps"] == 2  # config.yaml keeps the values the run started with
+
+    # A change of what a step computes is refused before anything is written.
+    refused = train("--set", "train.steps=4", "--set", "rollout.n=8", "--resume")
+    assert refused.exit_code == 2
+    assert "--resume from step 3: these fields differ" in refused.output
+    listed = [line.strip() for line in refused.output.splitlines() if line.startswith("  ")]
+    assert listed == ["rollout.n: 4 → 8"]
+    after = RunReader(run_dir)
+    assert len(after.meta["resumes"]) == 1 and after.meta["status"] == "finished"
+    assert [record["step"] for record in after.steps] == [1, 2, 3]
+    estimator = train("--set", "train.steps=4", "--set", "algo.estimator=dr_grpo", "--resume")
+    assert estimator.exit_code == 2 and "algo.estimator: 'grpo' → 'dr_grpo'" in estimator.output
+
+    # The next resume compares with the checkpoint's config (3 steps, no samples), not with
+    # config.yaml: only train.steps changes again.
+    again = train("--set", "train.steps=4", "--set", "train.log_samples_every=0", "--resume")
+    assert again.exit_code == 0, again.output
+    meta = RunReader(run_dir).meta
+    assert [entry["config_changes"] for entry in meta["resumes"]][-1] == [
+        {"field": "train.steps", "old": 3, "new": 4, "step": 3}
+    ]
+    assert len(meta["resumes"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("prompts_per_step", "expected"),
+    [
+        # One update per step: update u runs at lr * min(1, (u + 1) / 4).
+        (1, [0.25e-3, 0.5e-3, 0.75e-3, 1e-3]),
+        # Two updates per step: the mean of their rates, (1/4 + 2/4) / 2, then (3/4 + 1) / 2.
+        (2, [0.375e-3, 0.875e-3, 1e-3, 1e-3]),
+    ],
+)
+def test_logged_lr_is_the_rate_of_the_steps_updates_during_warm_up(
+    tmp_path, prompts_per_step, expected
+):
+    data = write_choice_dataset(tmp_path / "data", 2, lambda index: "A")
+    cfg = config_from_dict(
+        tiny_config(
+            tmp_path / "data",
+            tmp_path,
+            "warmup",
+            algo={"estimator": "grpo"},
+            data={"train_files": [str(data)]},
+            optim={"lr": 1e-3, "warmup_steps": 4},
+            train={"steps": 4, "prompts_per_step": prompts_per_step, "mini_batch_prompts": 1},
+        )
+    )
+    trainer = Trainer(cfg, progress=False)
+    answers = {ex.question: ex.answer for ex in trainer.examples}
+
+    def script(question, answer, sample, is_repair):
+        return f"<think>\nlook\n</think>\n<answer>{'A' if sample == 0 else 'B'}</answer>"
+
+    trainer.engine = ScriptedEngine(trainer.processor, answers, script)
+    trainer.fit()
+    assert [record["lr"] for record in RunReader(cfg.run_dir).steps] == pytest.approx(expected)

@@ -68,7 +68,10 @@ def grpo_advantages(
 
     ``norm_by_std=False`` gives Dr. GRPO's mean-centred advantage. A group of a single rollout
     gets 0: there is nothing to compare it with (older verl used mean 0 / std 1 there and so
-    leaked the raw reward into the advantage).
+    leaked the raw reward into the advantage). A group whose rewards are all equal gets exactly
+    0 too: its float32 mean can differ from the common value in the last bit (eight rewards of
+    0.7 average to 0.70000005), and that rounding divided by ``0 + eps`` would be a spurious
+    advantage of 0.056 on every rollout.
 
     Args:
         rewards: float ``[B]``.
@@ -90,8 +93,17 @@ def grpo_advantages(
     adv = rewards.to(mean.dtype) - mean
     if norm_by_std:
         adv = adv / (var.sqrt() + eps)
-    adv = adv.masked_fill(size < 2, 0.0)
+    adv = adv.masked_fill((size < 2) | _constant_groups(rewards, group_index), 0.0)
     return adv.to(rewards.dtype)
+
+
+def _constant_groups(rewards: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
+    """Per row ``[B]``: every reward of the row's group is the same (compared exactly)."""
+    dense, num_groups = _dense_groups(group_index)
+    high = torch.full((num_groups,), -torch.inf, dtype=rewards.dtype, device=rewards.device)
+    high = high.scatter_reduce(0, dense, rewards, "amax")
+    low = torch.full_like(high, torch.inf).scatter_reduce(0, dense, rewards, "amin")
+    return (high == low)[dense]
 
 
 def dynamic_sampling_keep(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -525,6 +525,51 @@ def save_policy(
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder
+
+
+def set_pixel_budget(
+    processor: ProcessorMixin, *, min_pixels: int | None = None, max_pixels: int | None = None
+) -> None:
+    """Change how many pixels (hence vision tokens) each image of `processor` gets.
+
+    Images are resized, aspect ratio kept, so their pixel count lies in ``[min_pixels,
+    max_pixels]``; one vision token covers 28x28 px. None leaves that bound as it is. The
+    budget is saved with the processor (``preprocessor_config.json``).
+
+    Example: a released Qwen2.5-VL processor (max 12845056 px, ~16k tokens) with
+    ``max_pixels=1280 * 28 * 28`` → a 2000x2000 image becomes 1008x1008 px, 1296 → 1280 tokens
+    at most.
+    """
+    from transformers.image_utils import SizeDict
+
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        raise ValueError(
+            f"{type(processor).__name__} has no image processor with a pixel budget (size)"
+        )
+    low = min_pixels if min_pixels is not None else size["shortest_edge"]
+    high = max_pixels if max_pixels is not None else size["longest_edge"]
+    _check_positive_int("min_pixels", low)
+    _check_positive_int("max_pixels", high)
+    if low > high:
+        raise ValueError(f"min_pixels ({low}) must not exceed max_pixels ({high})")
+    image_processor.size = SizeDict(shortest_edge=int(low), longest_edge=int(high))
+
+
+def pixel_budget(processor: Any) -> dict[str, int]:
+    """``{"min_pixels": ..., "max_pixels": ...}`` of a Qwen-VL processor's image processor (for
+    vLLM's ``mm_processor_kwargs``, so vLLM expands every image to the same number of vision
+    tokens as the trainer's processor), or ``{}`` when it has none."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return {}
+    getter = size.get if isinstance(size, Mapping) else lambda key: getattr(size, key, None)
+    low, high = getter("shortest_edge"), getter("longest_edge")
+    if low is None or high is None:
+        return {}
+    return {"min_pixels": int(low), "max_pixels": int(high)}
 
 
 def _check_model_folder(path: str | os.PathLike[str]) -> Path:

@@ -11,25 +11,56 @@ Two callers, two starting points, one function:
   here, so no transformers copy of the weights sits on the GPU beside vLLM's.
 
 Either way the result is ``(engine, processor)``, the engine behind the `RolloutEngine`
-interface, so neither caller knows which one runs.
+interface, so neither caller knows which one runs. vLLM's memory and length settings travel as
+``vllm_kwargs``; `vllm_settings` turns a config's ``rollout.vllm`` section into them.
 
 Example::
 
     engine, processor = make_engine("hf", checkpoint="runs/a/checkpoints/step_40", batch_size=8)
-    engine, _ = make_engine("vllm", policy=(model, processor), sleep_after_generate=True)
+    engine, _ = make_engine(
+        "vllm",
+        policy=(model, processor),
+        sleep_after_generate=True,
+        vllm_kwargs=vllm_settings(cfg.rollout.vllm, max_model_len=6208),
+    )
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from care.rollout.base import RolloutEngine
+
+if TYPE_CHECKING:
+    from care.config import VllmSection
 
 ENGINE_NAMES: tuple[str, ...] = ("hf", "vllm")
 """Rollout engines by name: ``hf`` (transformers, in process) and ``vllm`` (an in-process
 ``vllm.LLM``; needs vLLM installed, see docs/vllm.md)."""
+
+
+def vllm_settings(vllm_cfg: VllmSection, *, max_model_len: int | None = None) -> dict[str, Any]:
+    """`VLLMRolloutEngine` arguments (`make_engine`'s ``vllm_kwargs``) from a config's
+    ``rollout.vllm`` section.
+
+    ``max_model_len`` set in the section wins over the argument, which a caller fills with the
+    context its run needs (the trainer: ``care.train.policy_setup.context_token_budget``);
+    ``sync_chunk_mb`` becomes bytes.
+
+    Example::
+
+        vllm_settings(VllmSection(), max_model_len=6208)
+        → {"gpu_memory_utilization": 0.4, "max_model_len": 6208,
+           "limit_images_per_prompt": 1, "sync_chunk_bytes": 1073741824}
+    """
+    return {
+        "gpu_memory_utilization": vllm_cfg.gpu_memory_utilization,
+        "max_model_len": vllm_cfg.max_model_len or max_model_len,
+        "limit_images_per_prompt": vllm_cfg.limit_images_per_prompt,
+        "sync_chunk_bytes": vllm_cfg.sync_chunk_mb * 2**20,
+    }
 
 
 def make_engine(
@@ -58,8 +89,8 @@ def make_engine(
         sleep_after_generate: ``vllm`` only: free its memory after each rollout for the update
             (colocated training).
         vllm_kwargs: further `VLLMRolloutEngine` arguments (``gpu_memory_utilization``,
-            ``max_model_len``...); a checkpoint engine takes 0.9 of the GPU unless told otherwise,
-            nothing trains beside it.
+            ``max_model_len``..., from a config through `vllm_settings`); a checkpoint engine
+            takes 0.9 of the GPU unless told otherwise, nothing trains beside it.
 
     Returns:
         ``(engine, processor)``.

@@ -14,6 +14,13 @@ what ``output_scores=True`` would give without holding a ``[steps, rows, vocab]`
 Generation settings come only from :class:`~care.rollout.base.SamplingParams`: a checkpoint's
 ``generation_config.json`` (a released Qwen2.5-VL ships top_k=1, temperature 0.1 and a
 repetition penalty) is ignored while the engine samples.
+
+Every process generates on its own (``synced_gpus=False``). transformers would otherwise turn
+each decoding step into an all-reduce whenever the model is FSDP-managed and several processes
+exist, and processes that call ``generate`` a different number of times (RGR repairs for some
+groups only, DAPO refills) would wait for each other forever. The engine therefore needs whole
+weights: under FSDP2 the trainer gathers them before rollout, and the engine refuses sharded
+ones rather than hang.
 """
 
 from __future__ import annotations
@@ -138,6 +145,12 @@ class HFRolloutEngine:
         rows = [(request, sample) for request in range(len(requests)) for sample in range(params.n)]
         results: list[list[RolloutOutput | None]] = [[None] * params.n for _ in requests]
         model = self.model
+        if _has_sharded_parameters(model):
+            raise RuntimeError(
+                "the policy's weights are FSDP-sharded: gather them before generating (the "
+                "trainer does so around rollout), since processes generate independently and "
+                "per-forward all-gathers would leave them waiting for each other"
+            )
         was_training = model.training
         model.eval()
         try:
@@ -174,7 +187,10 @@ class HFRolloutEngine:
         generation_config = GenerationConfig(**settings)
         with _only_this_generation_config(model):
             sequences = model.generate(
-                **inputs, generation_config=generation_config, logits_processor=processors
+                **inputs,
+                generation_config=generation_config,
+                logits_processor=processors,
+                synced_gpus=False,  # see the module docstring
             )
         new_tokens = sequences[:, context_width:]
         token_logprobs = recorder.finish(new_tokens).cpu()
@@ -213,6 +229,17 @@ class HFRolloutEngine:
         if params.top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p=float(params.top_p)))
         return warpers
+
+
+def _has_sharded_parameters(model: torch.nn.Module) -> bool:
+    """True when some parameter is an FSDP2 shard (a DTensor) rather than a whole tensor.
+
+    FSDP2 swaps whole tensors in for the module's parameters while it is unsharded
+    (``FSDPModule.unshard``) and the shards back in on ``reshard``.
+    """
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(param, DTensor) for param in model.parameters())
 
 
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:

@@ -29,6 +29,13 @@ sets a one-token bad word's logit to -inf at every step. ``logit_bias`` would no
 it to ±100 and applies it before the temperature, so a hot sampler could still draw them.
 ``allowed_token_ids`` would ship a vocabulary-sized list with every request.
 
+Several training processes (``accelerate launch``/``torchrun``): each process keeps its own
+engine on its own GPU. vLLM's default executor would put every process's engine on GPU 0, so the
+engine then joins the job through vLLM's ``external_launcher`` executor, which reads ``RANK``,
+``LOCAL_RANK`` and ``WORLD_SIZE`` and runs on GPU ``LOCAL_RANK`` (as colocated trainers such as
+TRL do). Weight syncs travel in chunks of whole blocks of at most ``sync_chunk_bytes``, so an
+FSDP-sharded policy is never gathered whole for vLLM.
+
 Everything vLLM-free — weight-sync bookkeeping, request building, sampling settings, output
 conversion — is a plain function or class here and is unit-tested without vLLM. See
 ``docs/vllm.md`` for installing vLLM and what was run for real.
@@ -36,6 +43,7 @@ conversion — is a plain function or class here and is unit-tested without vLLM
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -46,7 +54,7 @@ from typing import Any
 
 import torch
 
-from care.models.vlm import resolve_token_sets
+from care.models.vlm import pixel_budget, resolve_token_sets
 
 from .base import FinishReason, RolloutOutput, RolloutRequest, SamplingParams
 
@@ -60,6 +68,10 @@ INSTALL_HINT = (
 WRAPPER_COMPONENTS: frozenset[str] = frozenset(
     {"module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
 )
+
+# The torch distributed variables vLLM's external launcher reads (torchrun sets them).
+LAUNCHER_ENV: tuple[str, ...] = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+DEFAULT_SYNC_CHUNK_BYTES = 1 << 30
 
 # Seeds handed to vLLM stay below 2**62: torch generators take 64-bit seeds and vLLM adds the
 # sample index to a request's seed for each of its n samples.
@@ -125,6 +137,9 @@ class TensorStamp:
 
     @staticmethod
     def of(tensor: torch.Tensor) -> TensorStamp:
+        if hasattr(tensor, "to_local"):
+            # An FSDP2 shard (DTensor): its local part is what this process's optimizer moves.
+            tensor = tensor.to_local()
         return TensorStamp(
             storage_pointer=tensor.untyped_storage().data_ptr(),
             storage_offset=tensor.storage_offset(),
@@ -199,6 +214,128 @@ def policy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             raise ValueError(f"two state-dict entries map to the weight name {key!r}")
         state[key] = full.detach()
     return state
+
+
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    return hasattr(tensor, "full_tensor")
+
+
+def local_policy_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's state under checkpoint names WITHOUT gathering shards (no collective).
+
+    FSDP2 shards stay DTensors; :func:`sync_chunks` gathers them a chunk at a time.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = canonical_weight_name(name)
+        if key in state:
+            raise ValueError(f"two state-dict entries map to the weight name {key!r}")
+        state[key] = tensor.detach()
+    return state
+
+
+def sync_chunks(
+    state: Mapping[str, torch.Tensor], names: Sequence[str], max_bytes: int
+) -> list[list[str]]:
+    """``names`` split into consecutive chunks of whole :func:`sync_unit` blocks, each of at most
+    ``max_bytes`` (whole-tensor sizes); a block larger than that travels alone.
+
+    Example: units of 6, 6 and 4 bytes with ``max_bytes=10`` → ``[[unit 1], [unit 2, unit 3]]``.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    units: list[list[str]] = []
+    for name in names:
+        if units and sync_unit(units[-1][-1]) == sync_unit(name):
+            units[-1].append(name)
+        else:
+            units.append([name])
+    chunks: list[list[str]] = []
+    size = 0
+    for unit in units:
+        unit_bytes = sum(state[name].numel() * state[name].element_size() for name in unit)
+        if chunks and size + unit_bytes <= max_bytes:
+            chunks[-1].extend(unit)
+            size += unit_bytes
+        else:
+            chunks.append(list(unit))
+            size = unit_bytes
+    return chunks
+
+
+def write_policy_folder(model: torch.nn.Module, processor: Any, folder: Path) -> Path:
+    """Write `model` (config, generation config, ``model.safetensors``) and `processor` to
+    `folder` on THIS process, whatever its rank.
+
+    ``save_pretrained`` writes nothing on ranks >= 1 once ``torch.distributed`` is initialised,
+    and every training process needs its own copy for its own engine. FSDP2 shards are gathered
+    first (:func:`policy_state`, a collective: every process must call this together). A tied
+    parameter is stored under its first name only (``lm_head.weight`` of a model with tied
+    embeddings is left out, as ``save_pretrained`` does; loaders tie it back).
+    """
+    aliases: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(canonical_weight_name(name))
+    tied = {name for names in aliases.values() for name in names[1:]}
+    state = policy_state(model)
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # What save_pretrained adds to the config: the class (vLLM picks its model by it; FSDP2's
+    # wrapper class name carries a prefix) and the weights' dtype.
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__.removeprefix("FSDP")]
+    floats = [tensor.dtype for tensor in state.values() if tensor.is_floating_point()]
+    if floats:
+        config.dtype = str(floats[0]).removeprefix("torch.")
+    config.save_pretrained(str(folder))
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.save_pretrained(str(folder))
+    tensors = {
+        name: tensor.cpu().contiguous() for name, tensor in state.items() if name not in tied
+    }
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+def launcher_options(tensor_parallel_size: int) -> dict[str, Any]:
+    """``vllm.LLM`` options for this process: ``{}`` alone; inside a multi-process job
+    ``{"distributed_executor_backend": "external_launcher"}`` so that the engine runs on GPU
+    ``LOCAL_RANK`` instead of GPU 0 (vLLM's default executor starts every process's engine on
+    the first visible GPU).
+
+    Raises:
+        ValueError: a multi-process job without the launcher variables (``RANK``,
+            ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), or
+            ``tensor_parallel_size > 1`` there (each process samples its own prompts, while a
+            vLLM tensor-parallel group must be given the same prompts on all its processes).
+
+    Example: under ``torchrun --nproc_per_node 8`` → ``{"distributed_executor_backend":
+    "external_launcher"}``; a plain ``python`` process → ``{}``.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+    else:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return {}
+    missing = [name for name in LAUNCHER_ENV if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"{world} training processes, but {', '.join(missing)} are not set: start training "
+            "with accelerate launch or torchrun, whose variables vLLM's external launcher reads"
+        )
+    if tensor_parallel_size > 1:
+        raise ValueError(
+            f"tensor_parallel_size={tensor_parallel_size} with {world} training processes: each "
+            "process samples its own prompts, but a vLLM tensor-parallel group needs the same "
+            "prompts on every member; use tensor_parallel_size=1 (one engine per process)"
+        )
+    return {"distributed_executor_backend": "external_launcher"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,8 +538,16 @@ class VLLMRolloutEngine:
         enforce_eager: skip CUDA graphs (faster start, slower decoding).
         suppress_token_ids: ids never sampled; None → the vision placeholder ids.
         stop_ids: ids that end a response; None → ``<|im_end|>``, ``<|endoftext|>`` and eos.
-        llm_kwargs: further ``vllm.LLM`` keyword arguments (``max_num_seqs``,
-            ``limit_mm_per_prompt``...).
+        limit_images_per_prompt: most images one prompt may hold (vLLM's
+            ``limit_mm_per_prompt``; its memory profiling reserves room for that many); None
+            → vLLM's default.
+        sync_chunk_bytes: most bytes of whole tensors gathered and loaded into vLLM at once
+            by :meth:`sync_weights` (whole blocks; a larger block travels alone).
+        llm_kwargs: further ``vllm.LLM`` keyword arguments (``max_num_seqs``...).
+
+    The image pixel budget of `tokenizer_or_processor` (min/max pixels) goes to vLLM as
+    ``mm_processor_kwargs``, so both see the same vision tokens. Inside a multi-process job
+    the engine uses vLLM's ``external_launcher`` executor (:func:`launcher_options`).
 
     Raises:
         ImportError: vLLM is not installed (the message says how to install it).
@@ -433,6 +578,8 @@ class VLLMRolloutEngine:
         enforce_eager: bool = False,
         suppress_token_ids: Sequence[int] | None = None,
         stop_ids: Sequence[int] | None = None,
+        limit_images_per_prompt: int | None = None,
+        sync_chunk_bytes: int = DEFAULT_SYNC_CHUNK_BYTES,
         llm_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         folder = Path(model_path)
@@ -466,6 +613,23 @@ class VLLMRolloutEngine:
             raise ValueError(f"max_model_len must be >= 1, got {max_model_len}")
         if sleep_level not in (1, 2):
             raise ValueError(f"sleep_level must be 1 or 2, got {sleep_level!r}")
+        if limit_images_per_prompt is not None and (
+            isinstance(limit_images_per_prompt, bool)
+            or not isinstance(limit_images_per_prompt, int)
+            or limit_images_per_prompt < 0
+        ):
+            raise ValueError(
+                f"limit_images_per_prompt must be an int >= 0 or None, got "
+                f"{limit_images_per_prompt!r}"
+            )
+        if (
+            isinstance(sync_chunk_bytes, bool)
+            or not isinstance(sync_chunk_bytes, int)
+            or sync_chunk_bytes < 1
+        ):
+            raise ValueError(f"sync_chunk_bytes must be a positive int, got {sync_chunk_bytes!r}")
+        launcher = launcher_options(tensor_parallel_size)
+        self.sync_chunk_bytes = sync_chunk_bytes
         self.tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
         self.suppress_token_ids, self.stop_token_ids = resolve_token_sets(
             tokenizer_or_processor, suppress_token_ids, stop_ids
@@ -494,10 +658,15 @@ class VLLMRolloutEngine:
             "enforce_eager": enforce_eager,
             "enable_sleep_mode": self.sleep_enabled,
             "logprobs_mode": "processed_logprobs",
-            **(llm_kwargs or {}),
+            **launcher,
         }
+        if pixels := pixel_budget(tokenizer_or_processor):
+            options["mm_processor_kwargs"] = pixels
+        if limit_images_per_prompt is not None:
+            options["limit_mm_per_prompt"] = {"image": limit_images_per_prompt}
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
+        options.update(llm_kwargs or {})
         self.model_path = folder
         self.llm = vllm.LLM(model=str(folder), **options)
         self._sampling_params_class = vllm.SamplingParams
@@ -519,10 +688,10 @@ class VLLMRolloutEngine:
 
         vLLM starts from the folder the policy was loaded from (``config._name_or_path``) and
         then receives the policy's weights once (a resumed or re-cast policy may differ from
-        its folder); a policy without a folder is saved with :func:`care.models.vlm.save_policy`
-        to `folder` (default: a new temporary folder), which then holds exactly its weights.
-        Either way :attr:`weight_version` is 1 afterwards. With sharded (FSDP) weights pass a
-        policy loaded from a folder: saving needs whole tensors.
+        its folder); a policy without a folder is written by :func:`write_policy_folder` to
+        `folder` (default: a new temporary folder per process), which then holds exactly its
+        weights. Either way :attr:`weight_version` is 1 afterwards. Under FSDP every process
+        must call this together (the shards are gathered).
         """
         inner = getattr(model, "module", model)
         name_or_path = str(getattr(getattr(inner, "config", None), "_name_or_path", "") or "")
@@ -530,11 +699,9 @@ class VLLMRolloutEngine:
             engine = cls(name_or_path, processor, **engine_kwargs)
             engine.sync_weights(inner)
             return engine
-        from care.models.vlm import save_policy
-
         target = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="care-vllm-"))
-        engine = cls(save_policy(inner, processor, target), processor, **engine_kwargs)
-        engine.tracker.commit(policy_state(inner))
+        engine = cls(write_policy_folder(inner, processor, target), processor, **engine_kwargs)
+        engine.tracker.commit(local_policy_tensors(inner))
         engine._source = inner
         return engine
 
@@ -571,20 +738,31 @@ class VLLMRolloutEngine:
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Load `model`'s tensors that changed since the last sync into vLLM.
 
-        Wakes vLLM's weights if it sleeps; clears the prefix cache afterwards. On any error the
-        tracker is reset, so the next sync sends every tensor.
+        The tensors travel in chunks of whole blocks of at most :attr:`sync_chunk_bytes`
+        (:func:`sync_chunks`); FSDP2 shards are gathered one chunk at a time (a collective:
+        every process syncs together, and sharded policies always send every tensor, since a
+        process cannot tell from its shard alone what the others changed). Wakes vLLM's weights
+        if it sleeps; clears the prefix cache afterwards. On any error the tracker is reset, so
+        the next sync sends every tensor.
         """
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"sync_weights needs a torch module, got {type(model).__name__}")
         self._source = model
-        state = policy_state(model)
-        names = self.tracker.plan(state)
+        state = local_policy_tensors(model)
+        sharded = any(_is_sharded(tensor) for tensor in state.values())
+        names = list(state) if sharded else self.tracker.plan(state)
         if not names:
             return
         if self._asleep:
             self._wake(["weights"])
         try:
-            load_into_llm(self.llm, [(name, state[name]) for name in names])
+            for chunk in sync_chunks(state, names, self.sync_chunk_bytes):
+                weights = [
+                    (name, state[name].full_tensor() if _is_sharded(state[name]) else state[name])
+                    for name in chunk
+                ]
+                load_into_llm(self.llm, weights)
+                del weights
             # Cached KV blocks were computed by the old weights.
             self.llm.reset_prefix_cache()
         except BaseException:

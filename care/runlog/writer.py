@@ -254,18 +254,26 @@ class RunWriter:
 
     @classmethod
     def resume(
-        cls, run_dir: str | os.PathLike[str], last_step: int, *, fsync: bool = False
+        cls,
+        run_dir: str | os.PathLike[str],
+        last_step: int,
+        *,
+        fsync: bool = False,
+        config_changes: Sequence[Mapping[str, Any]] = (),
     ) -> RunWriter:
         """Reopen a run for appending after a checkpoint taken at `last_step`.
 
         Every record with step > last_step is dropped from steps.jsonl, groups.jsonl and the
         sample files (sample files of later steps are deleted), as is a half-written last line;
         each changed file is replaced atomically, so a crash during resume leaves it resumable.
-        meta.json gets status "running", end_time null and an entry in "resumes".
+        meta.json gets status "running", end_time null and an entry in "resumes", whose
+        "config_changes" lists `config_changes` (``{"field", "old", "new", "step"}`` each: the
+        settings the resumed run changed; config.yaml keeps the values the run started with).
         """
         run_path = Path(run_dir)
         if type(last_step) is not int:
             raise ValueError(f"last_step must be an int, got {last_step!r}")
+        changes = to_json_value(list(config_changes), "config_changes")
         if not run_path.is_dir():
             raise RunLogError(f"{run_path}: run folder does not exist, nothing to resume")
         meta = read_meta(run_path)
@@ -289,7 +297,12 @@ class RunWriter:
         meta["status"] = "running"
         meta["end_time"] = None
         meta.setdefault("resumes", []).append(
-            {"time": _utc_now(), "last_step": last_step, "host": socket.gethostname()}
+            {
+                "time": _utc_now(),
+                "last_step": last_step,
+                "host": socket.gethostname(),
+                "config_changes": changes,
+            }
         )
         _write_atomic(run_path / META_FILE, _meta_bytes(meta))
         resumed_last = max((record["step"] for record in kept_steps), default=None)

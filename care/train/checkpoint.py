@@ -93,9 +93,44 @@ def save_checkpoint(
     return final
 
 
+def restore_saved_precision(model: torch.nn.Module, folder: Path) -> list[str]:
+    """Put back the parameters a checkpoint stores at a wider float type than `model` was
+    loaded with; returns their names.
+
+    Training under FSDP with bf16 mixed precision keeps (and saves) float32 master copies of
+    bf16 weights. Loading the checkpoint as bf16 again, to get the same buffers and compute
+    dtype as the run had, would round those master weights, and the resumed run would drift
+    from the uninterrupted one; this restores them, as accelerate's upcast would have made them.
+
+    Example: a float32 ``lm_head.weight`` on disk, bf16 in `model` → replaced by the float32
+    tensor; a bf16 checkpoint of a bf16 model → nothing changes (``[]``).
+    """
+    from safetensors import safe_open
+
+    params = dict(model.named_parameters())
+    restored = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as tensors:
+            for name in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                param = params.get(name)
+                if param is None or not param.is_floating_point():
+                    continue
+                saved = tensors.get_slice(name).get_dtype()
+                if _FLOAT_BITS.get(saved, 0) > torch.finfo(param.dtype).bits:
+                    param.data = tensors.get_tensor(name).to(param.device)
+                    restored.append(name)
+    return restored
+
+
+_FLOAT_BITS = {"F64": 64, "F32": 32, "BF16": 16, "F16": 16}
+
+
 def load_trainer_state(folder: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint folder, its tensors memory-mapped from the file: a
+    process that never touches the optimizer state (all but the main one under FSDP) never
+    reads it into memory."""
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trainer state (not a resumable checkpoint)")
     # Our own file: optimizer states and RNG tuples need full unpickling.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)

@@ -24,33 +24,33 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_optimizer_state_dict,
-    set_optimizer_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
 from care.algo.grpo import dynamic_sampling_keep
 from care.algo.losses import kl_loss, policy_loss
 from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
 from care.algo.spans import RegionMasks, region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
-from care.config import TrainConfig
-from care.data import Example, load_examples
+from care.config import ConfigChange, TrainConfig, resume_config_changes
+from care.data import DataError, Example, load_examples
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
 from care.models.vlm import save_policy
-from care.prompts import build_messages, build_repair_prefix, render_prompt
+from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
+from care.train import lockstep
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     restore_rng,
+    restore_saved_precision,
     save_checkpoint,
 )
-from care.train.policy_setup import build_or_load_policy, make_engine
+from care.train.fsdp2 import load_full_optimizer_state
+from care.train.policy_setup import build_or_load_policy, context_token_budget, make_engine
+from care.train.prompt_budget import over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
 from care.train.trackers import open_trackers, require_trackers
@@ -62,15 +62,16 @@ _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 
 
 
 def task_corpus(examples: Sequence[Example]) -> list[str]:
-    """Text the tiny tokenizer learns its merges from: questions, options, answers, rationales."""
-    texts = []
+    """Text the tiny tokenizer learns its merges from: the protocol's fixed text (system prompt,
+    tags, option layout, repair cue) and each example's question, options, answer and rationale
+    in the response layout. BPE keeps a merge only when its pair occurs at least twice, so the
+    protocol text is listed twice."""
+    texts = protocol_texts() * 2 + ["system\nuser\nassistant\n"] * 2  # the chat roles
     for ex in examples:
         texts.append(ex.question)
         texts.extend(ex.choices or ())
-        texts.append(ex.answer)
         solution = ex.extra.get("solution") if ex.extra else None
-        if solution:
-            texts.append(str(solution))
+        texts.append(f"<think>\n{solution or ''}\n</think>\n<answer>{ex.answer}</answer>")
     return texts
 
 
@@ -84,7 +85,10 @@ class Trainer:
 
     Args:
         cfg: the validated config.
-        resume: continue from the newest checkpoint in the run folder.
+        resume: continue from the newest checkpoint in the run folder. ``cfg`` may differ from
+            the checkpoint's config only in `care.config.RESUME_SAFE_FIELDS` (else ConfigError
+            naming each field); ``config_changes`` lists those differences, also recorded in
+            meta.json.
         accelerator: an ``accelerate.Accelerator`` (one is made when None).
         progress: show a progress bar on the main process.
     """
@@ -137,13 +141,24 @@ class Trainer:
             loaded = load_examples(path, on_bad_row=cfg.data.on_bad_row)
             self.examples.extend(loaded.examples)
             self.skipped_rows += len(loaded.skipped)
-        self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
+        # Held-out files are checked now rather than hours into the run, when first evaluated.
+        self.test_examples = [
+            example
+            for path in cfg.data.test_files
+            for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
+        ]
         self._image_cache: dict[int, list[Any]] = {}
 
         device = self.accelerator.device
         resume_from = latest_checkpoint(self.run_dir) if resume else None
         if resume and resume_from is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        state = load_trainer_state(resume_from[1]) if resume_from is not None else None
+        # Settings changed since the checkpoint: recorded in meta.json (and printed by the CLI);
+        # a change that breaks exact resume raises here, before any model is built.
+        self.config_changes: list[ConfigChange] = []
+        if state is not None:
+            self.config_changes = resume_config_changes(state["config"], cfg, int(state["step"]))
         model_cfg = cfg.model
         if resume_from is not None:
             model_cfg = model_cfg.model_copy(update={"path": str(resume_from[1])})
@@ -151,6 +166,12 @@ class Trainer:
         policy, self.processor = build_or_load_policy(
             model_cfg, seed=cfg.run.seed, device=device, corpus=corpus
         )
+        if resume_from is not None:
+            # FSDP with bf16 mixed precision saves float32 master weights; loading them as
+            # model.dtype would round them.
+            restore_saved_precision(policy, resume_from[1])
+        self._drop_over_budget_examples()
+        self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
         policy.train()
         if cfg.model.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
@@ -176,20 +197,24 @@ class Trainer:
             policy, optimizer, scheduler
         )
         self.policy = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.is_fsdp2:
+            self._initialise_fsdp_root()
         self.tokenizer = self.processor.tokenizer
-        self.engine = make_engine(self.policy, self.processor, cfg.rollout)
+        self.engine = make_engine(
+            self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
+        )
         self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
         self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
         self.start_step = 0
-        if resume_from is not None:
-            state = load_trainer_state(resume_from[1])
+        if state is not None:
             if self.accelerator.is_fsdp2:
-                # Saved whole (see save); each process keeps its shard of it.
-                set_optimizer_state_dict(
+                # Saved whole (see save): the main process reads it and broadcasts it, and each
+                # process keeps its shard.
+                load_full_optimizer_state(
                     self.model,
                     self.optimizer.optimizer,
-                    state["optimizer"],
-                    options=StateDictOptions(full_state_dict=True),
+                    state["optimizer"] if self.is_main else None,
+                    is_main=self.is_main,
                 )
             else:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -200,7 +225,11 @@ class Trainer:
         self.writer: RunWriter | None = None
         if self.is_main:
             if resume_from is not None:
-                self.writer = RunWriter.resume(self.run_dir, last_step=self.start_step)
+                self.writer = RunWriter.resume(
+                    self.run_dir,
+                    last_step=self.start_step,
+                    config_changes=[c.record(self.start_step) for c in self.config_changes],
+                )
             else:
                 self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
             # Tracker mirrors see each step record once the run folder has it (docs/trackers.md).
@@ -258,7 +287,7 @@ class Trainer:
         self.timer.reset()
         with self._full_weights():
             with self.timer("rollout"):
-                batch, dapo_stats = self._rollout_with_filter(step)
+                batch, dapo_stats, rows_count = self._rollout_with_filter(step)
             with self.timer("old_logp_embed"):
                 self._old_logprobs_and_embeddings(batch, range(len(batch)))
             with self.timer("advantage"):
@@ -270,12 +299,12 @@ class Trainer:
             result = self._advantages(batch)
             self._token_advantages(batch, result)
         with self.timer("update"):
-            if self._nothing_to_learn(dapo_stats):
+            if dapo_stats.get("dapo/kept_groups") == 0.0:
+                # DAPO found no group with reward variance on any process: an update would only
+                # apply weight decay and stale momentum, so the step is logged and skipped.
                 update_metrics = {"update/skipped": 1.0}
             else:
-                update_metrics = self._update(
-                    batch, rows_count=dapo_stats.get("dapo/kept_groups", 1.0) > 0
-                )
+                update_metrics = self._update(batch, rows_count=rows_count)
         self.engine.sync_weights(self.policy)
         with self.timer("log"):
             metrics = self._log(step, batch, result, update_metrics, dapo_stats)
@@ -284,6 +313,28 @@ class Trainer:
         if self.writer is not None:
             self.writer.log_step(step, metrics)
         return metrics
+
+    def _initialise_fsdp_root(self) -> None:
+        """One text-only, no-grad forward through the whole model on every process.
+
+        FSDP2 makes the first module that runs forward its root. transformers' generate()
+        (>= 5.18) encodes the images before any forward through the whole model, so a vision
+        block would become root and the next forward fail ("FSDP state has already been lazily
+        initialized"). Registering generate() as an FSDP forward method does not do: it nests
+        root forwards, and the outer one reshards the root's parameters after every call.
+        """
+        token = torch.tensor(
+            [[self.processor.tokenizer.pad_token_id]], device=self.accelerator.device
+        )
+        with torch.no_grad():
+            self.model(input_ids=token, use_cache=False)
+        # The root (and the units of tied weights) keep their parameters unsharded after
+        # forward; the optimizer, and loading its state on resume, work on the shards.
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
     @contextmanager
     def _full_weights(self) -> Iterator[None]:
@@ -312,15 +363,33 @@ class Trainer:
             # FSDP keeps the root unsharded after forward (its default): the backward needs it.
             self.model.set_reshard_after_forward(False, recurse=False)
 
-    def _nothing_to_learn(self, dapo_stats: dict[str, float]) -> bool:
-        """DAPO found no group with reward variance on any process: an update would only apply
-        weight decay and stale momentum, so the step is logged and the update skipped."""
-        if "dapo/kept_groups" not in dapo_stats:
-            return False
-        kept = torch.tensor([dapo_stats["dapo/kept_groups"]], device=self.accelerator.device)
-        if self.world > 1:
-            kept = self.accelerator.gather(kept)
-        return float(kept.sum()) == 0.0
+    def _drop_over_budget_examples(self) -> None:
+        """Apply ``data.max_prompt_tokens`` (and, for vLLM, its image limit) to every training
+        example: bad rows under ``data.on_bad_row`` (``skip`` counts them in
+        ``data/skipped_rows``)."""
+        cfg = self.cfg
+        limit = cfg.rollout.vllm.limit_images_per_prompt if cfg.rollout.engine == "vllm" else None
+        bad = over_budget(
+            self.examples,
+            self.processor,
+            self._prompt_for,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            max_images=limit,
+        )
+        if not bad:
+            return
+        if cfg.data.on_bad_row == "error":
+            listed = "\n  ".join(str(item) for item in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(
+                f"{len(bad)} training example(s) exceed the prompt limits (set "
+                f"data.on_bad_row: skip to leave them out):\n  {listed}{more}"
+            )
+        dropped = {id(item.example) for item in bad}
+        self.examples = [example for example in self.examples if id(example) not in dropped]
+        self.skipped_rows += len(bad)
+        if not self.examples:
+            raise DataError("every training example exceeds the prompt limits; nothing to train")
 
     # ------------------------------------------------------------------------------------------
     # Rollout and verification
@@ -381,34 +450,52 @@ class Trainer:
         indices = self.sampler.next_batch(count)
         return indices[self.rank :: self.world]
 
-    def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float]]:
-        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts."""
+    def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float], bool]:
+        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts.
+
+        Returns ``(batch, dapo stats, rows count)``: the stats sum over every process, and
+        ``rows count`` is False where DAPO kept no group on this process (its rows then only
+        keep it in step with the others).
+
+        Refill rounds run in lockstep: while ANY process still lacks groups, every process
+        draws the round's prompts, so the sampler cursor (and the checkpoint, which holds the
+        main process's) stays the same on all of them and no prompt goes to two processes. A
+        process that is already full leaves its share of the round unsampled
+        (``dapo/passed_prompts``), as one process leaves the groups beyond its target.
+        """
         cfg = self.cfg
         batch = self._rollout_groups(
             self._local_prompt_indices(cfg.train.prompts_per_step), step, 0
         )
         if not self.estimator.dynamic_sampling:
-            return batch, {}
+            return batch, {}, True
         wanted = cfg.train.prompts_per_step // self.world
         kept = self._keep_varied_groups(batch)
-        rounds, drawn = 0, len(batch.examples)
-        while len(kept.examples) < wanted and rounds < cfg.algo.dapo.max_refill_rounds:
+        rounds, drawn, passed = 0, len(batch.examples), 0
+        while rounds < cfg.algo.dapo.max_refill_rounds and lockstep.any_process(
+            len(kept.examples) < wanted, self.accelerator
+        ):
             rounds += 1
-            more = self._rollout_groups(
-                self._local_prompt_indices(cfg.train.prompts_per_step), step, rounds
-            )
+            indices = self._local_prompt_indices(cfg.train.prompts_per_step)
+            if len(kept.examples) >= wanted:
+                passed += len(indices)
+                continue
+            more = self._rollout_groups(indices, step, rounds)
             drawn += len(more.examples)
             kept = _concat_groups(kept, self._keep_varied_groups(more), limit=wanted)
+        kept_here = len(kept.examples)
+        totals = lockstep.sum_over_processes([kept_here, drawn, passed], self.accelerator)
         stats = {
-            "dapo/kept_groups": float(len(kept.examples)),
-            "dapo/drawn_groups": float(drawn),
+            "dapo/kept_groups": totals[0],
+            "dapo/drawn_groups": totals[1],
+            "dapo/passed_prompts": totals[2],
             "dapo/refill_rounds": float(rounds),
         }
         if not kept.rows:
             # Nothing varied: keep the first draw (its advantages are all zero) so every
             # process still steps in lockstep; train_step skips the update when no process kept any.
             kept = batch
-        return kept, stats
+        return kept, stats, kept_here > 0
 
     def _keep_varied_groups(self, batch: StepBatch) -> StepBatch:
         rewards = torch.tensor([row.reward for row in batch.rows])
@@ -688,7 +775,7 @@ class Trainer:
         per_row = batch.per_row
         totals: dict[str, float] = {}
         weights_seen: dict[str, float] = {}
-        grad_norms, entropies = [], []
+        grad_norms, entropies, rates = [], [], []
         self.model.train()
         for _ in range(cfg.train.ppo_epochs):
             for mini in self._mini_batches(batch):
@@ -770,6 +857,8 @@ class Trainer:
                     self.model.parameters(), cfg.optim.grad_clip
                 )
                 grad_norms.append(float(grad_norm))
+                # The rate this update applies (the scheduler moves it on right after).
+                rates.append(float(self.optimizer.param_groups[0]["lr"]))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -789,7 +878,8 @@ class Trainer:
         metrics = {key: totals[key] / weights_seen[key] for key in totals}
         metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
         metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else float("nan")
-        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        # The mean rate of the step's updates (they differ only while a warm-up is running).
+        metrics["lr"] = float(np.mean(rates)) if rates else float("nan")
         return metrics
 
     def _denominator(
