@@ -10,11 +10,14 @@ step with a mixed group exactly 0.5.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tracemalloc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 from fixtures.verl_dumps import (
     as_generic_rows,
@@ -36,6 +39,9 @@ from care.imports import (
 )
 from care.imports.sources import prompt_hash
 from care.runlog import RunExistsError, RunReader
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
 
 PROMPTS, N = 4, 4
 
@@ -333,66 +339,165 @@ def test_import_refuses_an_existing_run_without_overwrite(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------------------------
 # the dashboard on an imported run
 
+PAGE_FILES = (
+    "runs.py",
+    "training_signal.py",
+    "smoothness.py",
+    "hard_negatives.py",
+    "evaluation.py",
+    "compare.py",
+)
+IMPORTED_STEPS = 3
 
-def test_imported_run_opens_in_the_dashboard_with_group_types_and_failure_share(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+
+@pytest.fixture(scope="module")
+def dashboard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs root with a 3-step verl import (`verl_grpo`) beside a native CARE run (`care`)."""
     pytest.importorskip("streamlit", reason="the dashboard needs the 'app' extra")
+    from fixtures.runs import write_synthetic_run
+
+    root = tmp_path_factory.mktemp("dashboard_runs")
+    dump = write_verl_dump(
+        tmp_path_factory.mktemp("dashboard_dump"), steps=IMPORTED_STEPS, prompts=PROMPTS, n=N
+    )
+    import_run(VerlDump(dump), root / "verl_grpo")
+    write_synthetic_run(
+        root / "care",
+        steps=6,
+        estimator="care",
+        eval_results={6: {"care_mathvista": 0.70, "care_mmmu": 0.60}},
+    )
+    return root
+
+
+def open_page(
+    name: str, root: Path, monkeypatch: pytest.MonkeyPatch, **query: str | list[str]
+) -> AppTest:
+    """Run one dashboard page under AppTest; it must finish without an exception."""
     from streamlit.testing.v1 import AppTest
 
     from analysis_app import data
 
-    root = tmp_path / "runs"
-    dump = write_verl_dump(tmp_path / "dump", steps=3, prompts=PROMPTS, n=N)
-    import_run(VerlDump(dump), root / "verl_grpo")
     data.clear_cache()
     monkeypatch.setenv(data.RUNS_DIR_ENV, str(root))
     pages = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
+    app = AppTest.from_file(str(pages / name), default_timeout=60)
+    for key, value in query.items():
+        app.query_params[key] = value
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
 
-    signal = AppTest.from_file(str(pages / "training_signal.py"), default_timeout=60)
-    signal.query_params["run"] = "verl_grpo"
-    signal.run()
-    assert not signal.exception, [e.value for e in signal.exception]
-    charts = {
-        json.loads(chart.proto.spec)["layout"]["title"]["text"].split("<br>")[0]
-        for chart in signal.get("plotly_chart")
-    }
-    assert charts == {
+
+def page_text(app: AppTest) -> str:
+    kinds = ("info", "caption", "markdown", "warning", "error")
+    return " ".join(str(e.value) for kind in kinds for e in app.get(kind))
+
+
+def chart_traces(app: AppTest) -> dict[str, dict[str, list[float]]]:
+    """{figure title: {trace name: y values}} of every plotly chart a page drew."""
+    charts = {}
+    for chart in app.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec["layout"]["title"]["text"].split("<br>")[0]
+        charts[title] = {trace["name"]: plotly_values(trace["y"]) for trace in spec["data"]}
+    return charts
+
+
+def plotly_values(values: list | dict) -> list[float]:
+    """Plotly sends numeric arrays as {"dtype", "bdata": base64}; plain lists stay lists."""
+    if isinstance(values, list):
+        return values
+    return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+
+
+def test_training_signal_page_shows_the_imported_runs_group_types_and_failure_share(
+    dashboard_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signal = open_page("training_signal.py", dashboard_root, monkeypatch, run="verl_grpo")
+    assert not signal.error, [e.value for e in signal.error]
+    charts = chart_traces(signal)
+    assert set(charts) == {
         "Failure-signal share of the advantage magnitude",
         "Prompt groups by type",
         "Advantage variance ratio, negatives over positives",
     }
+    steps = range(1, IMPORTED_STEPS + 1)
+    # The faint raw curves are the logged values, one point per imported step.
+    shares = charts["Failure-signal share of the advantage magnitude"]
+    assert shares["failure share (seq) (raw)"] == pytest.approx([0.5] * IMPORTED_STEPS)
+    types = charts["Prompt groups by type"]
+    for trace, key in (
+        ("all correct (raw)", "groups/all_correct_frac"),
+        ("all wrong (raw)", "groups/all_wrong_frac"),
+        ("mixed (raw)", "groups/mixed_frac"),
+    ):
+        expected = [group_types(step, PROMPTS, N)[key] for step in steps]
+        assert types[trace] == pytest.approx(expected), trace
+    # Correct counts per prompt: step 1 → 1,2,3,4; step 2 → 2,3,4,0; step 3 → 3,4,0,1.
+    assert types["mixed (raw)"] == pytest.approx([0.75, 0.5, 0.5])
+    assert types["all wrong (raw)"] == pytest.approx([0.0, 0.25, 0.25])
+    summary = signal.dataframe[0].value
+    assert summary.loc["signal/failure_share_seq", "verl_grpo"] == pytest.approx(0.5)
+    assert summary.loc["groups/mixed_frac", "verl_grpo"] == pytest.approx((3 + 2 + 2) / 12)
+    assert summary.loc["groups/all_correct_frac", "verl_grpo"] == pytest.approx(0.25)
+    assert summary.loc["groups/all_wrong_frac", "verl_grpo"] == pytest.approx(2 / 12)
     assert "rescue rgr: not logged by the selected runs." in [e.value for e in signal.caption]
     info = " ".join(str(e.value) for e in signal.info)
     assert (
         "imported from a verl rollout dump" in info
         and "need the rollouts' reasoning embeddings" in info
     )
-    summary = signal.dataframe[0].value
-    assert summary.loc["groups/mixed_frac", "verl_grpo"] == pytest.approx((3 + 2 + 2) / 12)
 
-    browse = AppTest.from_file(str(pages / "hard_negatives.py"), default_timeout=60)
-    browse.query_params["run"] = "verl_grpo"
-    browse.run()
-    assert not browse.exception, [e.value for e in browse.exception]
+
+def test_hard_negatives_page_says_what_an_import_cannot_compute(
+    dashboard_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browse = open_page("hard_negatives.py", dashboard_root, monkeypatch, run="verl_grpo")
     assert not browse.error, [e.value for e in browse.error]
-    text = " ".join(
-        str(e.value) for kind in ("info", "caption", "markdown") for e in browse.get(kind)
-    )
+    text = page_text(browse)
     assert "need the rollouts' reasoning embeddings" in text
     assert "Not computed: the run was imported from a rollout dump." in text
     first_group_answers = next(
-        s["answers"] for s in RunReader(root / "verl_grpo").samples(1) if s["group_id"] == 0
+        s["answers"]
+        for s in RunReader(dashboard_root / "verl_grpo").samples(1)
+        if s["group_id"] == 0
     )
     assert f"**Gold answer:** `{first_group_answers[0]}`" in text  # the dump's gts
     metrics = {m.label: m.value for m in browse.metric}
     assert metrics["K' (negatives used)"] == "not computed"
     assert metrics["rescued"] == "not computed"
 
-    runs = AppTest.from_file(str(pages / "runs.py"), default_timeout=60)
-    runs.run()
-    assert not runs.exception
+    runs = open_page("runs.py", dashboard_root, monkeypatch)
     table = runs.dataframe[0].value.set_index("run")
     assert table.loc["verl_grpo", "estimator"] == "verl import"
     assert table.loc["verl_grpo", "model"] == "not recorded (imported)"
-    assert table.loc["verl_grpo", "steps"] == 3
+    assert table.loc["verl_grpo", "steps"] == IMPORTED_STEPS
+
+
+@pytest.mark.parametrize("page_file", PAGE_FILES)
+def test_every_dashboard_page_opens_on_an_imported_run_with_a_native_one(
+    page_file: str, dashboard_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside a CARE run every page draws the import too, and none raises or shows an error."""
+    app = open_page(page_file, dashboard_root, monkeypatch, run=["verl_grpo", "care"])
+    assert not app.error, [e.value for e in app.error]
+    traces = {title: " ".join(names) for title, names in chart_traces(app).items()}
+    tables = " ".join(frame.value.to_csv() for frame in app.dataframe)
+    if page_file == "evaluation.py":
+        # The import has no checkpoints to evaluate; the CARE run's results are still drawn.
+        assert "No evaluation results for: verl_grpo." in page_text(app)
+        assert all("verl_grpo" not in names for names in traces.values())
+        assert "care @ step_6,70.0," in tables  # MathVista 0.70 shown in percent
+    elif page_file == "hard_negatives.py":
+        # One run at a time: the first selected, the import, with its note.
+        assert "need the rollouts' reasoning embeddings" in page_text(app)
+    else:
+        assert "verl_grpo" in tables and "care" in tables, page_file
+    if page_file in ("training_signal.py", "smoothness.py", "compare.py"):
+        both = [t for t, names in traces.items() if "verl_grpo" in names and "care" in names]
+        assert both, (page_file, traces)
+    if page_file == "training_signal.py":
+        assert len(traces) == 4 and len(both) == 3
+        # Rescue and RGR need embeddings: drawn for the CARE run only.
+        assert "verl_grpo" not in traces["All-negative rescue and RGR"]
