@@ -75,9 +75,7 @@ def write_mirrored_run(run_dir: Path, loggers: list[str]) -> list[dict[str, Any]
 
 def expected_values(steps: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     """What every tracker must hold: the finite metrics of steps.jsonl plus the group counts."""
-    return {
-        record["step"]: numeric_metrics(record)[0] | COUNTS[record["step"]] for record in steps
-    }
+    return {record["step"]: numeric_metrics(record)[0] | COUNTS[record["step"]] for record in steps}
 
 
 def tensorboard_scalars(folder: Path) -> tuple[dict[int, dict[str, float]], str]:
@@ -301,20 +299,32 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_a_training_run_mirrored_to_tensorboard_and_offline_wandb_reads_back_from_both(
-    data_dir: Path, tmp_path: Path, offline_wandb: None
+def mlflow_history(folder: Path) -> tuple[Any, dict[int, dict[str, float]]]:
+    """(run info and params, metrics by step) of the one MLflow run in the file store `folder`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=folder.as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("care-suite").experiment_id])
+    by_step: dict[int, dict[str, float]] = {}
+    for key in run.data.metrics:
+        for metric in client.get_metric_history(run.info.run_id, key):
+            by_step.setdefault(metric.step, {})[key] = metric.value
+    return run, by_step
+
+
+def test_a_training_run_mirrored_to_tensorboard_offline_wandb_and_mlflow_reads_back_from_each(
+    data_dir: Path, tmp_path: Path, offline_wandb: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     need("tensorboard", "tensorboard")
     need("wandb", "wandb")
+    need("mlflow", "mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from tiny_run import tiny_config
 
     from care.train.trainer import Trainer
 
-    cfg = config_from_dict(
-        tiny_config(
-            data_dir, tmp_path, "mirrored", train={"loggers": ["console", "tensorboard", "wandb"]}
-        )
-    )
+    loggers = ["console", "tensorboard", "wandb", "mlflow"]
+    cfg = config_from_dict(tiny_config(data_dir, tmp_path, "mirrored", train={"loggers": loggers}))
     trainer = Trainer(cfg, progress=False)
     run_dir = trainer.fit()
     run = RunReader(run_dir)
@@ -324,14 +334,28 @@ def test_a_training_run_mirrored_to_tensorboard_and_offline_wandb_reads_back_fro
         values, _ = numeric_metrics(record)
         step_groups = [g for g in run.groups if g["step"] == record["step"]]
         by_step[record["step"]] = values | group_type_counts(step_groups)
-    assert by_step[1]["groups/count"] == 2.0  # two prompts a step
+    for values in by_step.values():
+        assert values["groups/count"] == 2.0  # two prompts a step
+        assert (
+            values["groups/all_correct_count"]
+            + values["groups/all_wrong_count"]
+            + values["groups/mixed_count"]
+            == 2.0
+        )
+        assert "acc/mean" in values and "signal/failure_share_seq" in values
     scalars, config_text = tensorboard_scalars(run_dir / "trackers" / "tensorboard")
     config, history = wandb_offline_run(run_dir / "trackers" / "wandb")
+    mlflow_run, mlflow_metrics = mlflow_history(run_dir / "trackers" / "mlruns")
+    assert sorted(scalars) == sorted(history) == sorted(mlflow_metrics) == [1, 2]
     for step, values in by_step.items():
         assert history[step] == values
-        assert set(scalars[step]) == set(values)
+        assert set(scalars[step]) == set(values) == set(mlflow_metrics[step])
         for key, value in values.items():
+            # TensorBoard stores float32; MLflow's file store keeps the float's repr.
             assert math.isclose(scalars[step][key], value, rel_tol=1e-6, abs_tol=1e-12), key
+            assert mlflow_metrics[step][key] == pytest.approx(value, rel=1e-12), key
     assert config["algo"]["estimator"] == "care"
-    assert config["train"]["loggers"] == ["console", "tensorboard", "wandb"]
+    assert config["train"]["loggers"] == loggers
     assert "estimator: care" in config_text
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["algo.estimator"] == "care"

@@ -19,7 +19,8 @@ Where the trackers write, inside the run folder::
 Example::
 
     writer = RunWriter.create(run_dir, cfg.to_dict(), seed=0)
-    writer.add_observer(open_trackers(cfg, resumed_at=None))   # cfg.train.loggers = [tensorboard]
+    mirror = open_trackers(["tensorboard"], run_dir, cfg.to_dict(), "demo", resumed_at=None)
+    writer.add_observer(mirror)
     writer.log_groups(1, groups)            # remembered: 3 all correct, 1 mixed
     writer.log_step(1, {"acc/mean": 0.8})   # TensorBoard gets acc/mean = 0.8 and
                                             # groups/all_correct_count = 3, groups/mixed_count = 1 …
