@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,7 @@ def test_a_training_run_mirrored_to_tensorboard_offline_wandb_and_mlflow_reads_b
     need("wandb", "wandb")
     need("mlflow", "mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # the mirror sets it; undone after
     from tiny_run import tiny_config
 
     from care.train.trainer import Trainer
@@ -345,6 +347,7 @@ def test_a_training_run_mirrored_to_tensorboard_offline_wandb_and_mlflow_reads_b
         assert "acc/mean" in values and "signal/failure_share_seq" in values
     scalars, config_text = tensorboard_scalars(run_dir / "trackers" / "tensorboard")
     config, history = wandb_offline_run(run_dir / "trackers" / "wandb")
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"  # set by the mirror for its file store
     mlflow_run, mlflow_metrics = mlflow_history(run_dir / "trackers" / "mlruns")
     assert sorted(scalars) == sorted(history) == sorted(mlflow_metrics) == [1, 2]
     for step, values in by_step.items():
