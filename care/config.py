@@ -310,6 +310,19 @@ class TrainSection(_Section):
         "N steps (val/acc in steps.jsonl; 0: never).",
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    loggers: list[Literal["console", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["console"],
+        description="Where step metrics also go: console (progress bar), tensorboard, wandb, "
+        "mlflow (docs/trackers.md); the run folder is always written.",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each logger may be listed once; repeated: {', '.join(repeated)}")
+        return value
 
     @model_validator(mode="after")
     def _mini_batch_divides(self) -> TrainSection:

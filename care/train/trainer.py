@@ -53,6 +53,7 @@ from care.train.policy_setup import build_or_load_policy, context_token_budget, 
 from care.train.prompt_budget import over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
+from care.train.trackers import open_trackers, require_trackers
 from care.verify import reward as verdict_reward
 from care.verify import score
 
@@ -123,7 +124,8 @@ class Trainer:
                 "accelerate config: FSDP version 1 is not supported by the trainer (rollout and "
                 "checkpoints need FSDP2's unshard and full state dicts); set fsdp_version: 2"
             )
-        self.progress = progress and self.is_main
+        self.progress = progress and self.is_main and "console" in cfg.train.loggers
+        require_trackers(cfg.train.loggers)  # a missing extra fails now, not after model loading
         if cfg.train.mini_batch_prompts % self.world:
             raise ValueError(
                 f"train.mini_batch_prompts={cfg.train.mini_batch_prompts} must be divisible by "
@@ -236,6 +238,17 @@ class Trainer:
                 )
             else:
                 self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
+            # Tracker mirrors see each step record once the run folder has it (docs/trackers.md).
+            resumed_at = self.start_step if resume_from is not None else None
+            try:
+                trackers = open_trackers(
+                    cfg.train.loggers, self.run_dir, cfg.to_dict(), cfg.run.name,
+                    resumed_at=resumed_at,
+                )  # fmt: skip
+            except BaseException:
+                self.writer.finish("crashed")
+                raise
+            self.writer.add_observer(trackers)
         sync = torch.cuda.synchronize if device.type == "cuda" else None
         self.timer = PhaseTimer(sync)
 
