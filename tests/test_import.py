@@ -418,6 +418,7 @@ def test_training_signal_page_shows_the_imported_runs_group_types_and_failure_sh
     assert not signal.error, [e.value for e in signal.error]
     charts = chart_traces(signal)
     assert set(charts) == {
+        "Accuracy: training rollouts and held-out validation",
         "Failure-signal share of the advantage magnitude",
         "Prompt groups by type",
         "Advantage variance ratio, negatives over positives",
@@ -498,6 +499,6 @@ def test_every_dashboard_page_opens_on_an_imported_run_with_a_native_one(
         both = [t for t, names in traces.items() if "verl_grpo" in names and "care" in names]
         assert both, (page_file, traces)
     if page_file == "training_signal.py":
-        assert len(traces) == 4 and len(both) == 3
+        assert len(traces) == 5 and len(both) == 4  # accuracy, shares, group types, ratio
         # Rescue and RGR need embeddings: drawn for the CARE run only.
         assert "verl_grpo" not in traces["All-negative rescue and RGR"]

@@ -33,6 +33,8 @@ def body() -> None:
                 "advantages recomputed from the dump's rewards; token-level shares, rescue and "
                 "RGR are not shown for it."
             )
+    if figures.has_metrics(steps, figures.ACCURACY_METRICS):
+        st.plotly_chart(figures.accuracy_figure(steps, smoothing), theme=None, key="accuracy")
     built = figures.signal_figures(steps, smoothing, logged_only=True)
     for name in figures.SIGNAL_FIGURES:
         if name in built:
