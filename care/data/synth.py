@@ -95,11 +95,11 @@ DEMO_MIX = SynthMix(
 )
 """The demo's default mix, made for a tiny CPU model that should learn the task only partly.
 
-After a short warm start the tiny model counts the blocks of a small grid often and those of a
-large grid less often, so at temperature 1 its prompt groups come out mixed (some rollouts
-right) or all wrong: the groups on which CARE's anchors, hard negatives and rescue act. Levels 2
-and 3 weigh more because that is where the errors are. Integer answers are free form, so the
-only guessing floor is comparison's yes / no.
+After a short warm start the tiny model counts the blocks only partly, so at temperature 1 its
+prompt groups come out mixed (some rollouts right) or all wrong: the groups on which CARE's
+anchors, hard negatives and rescue act. Levels 2 and 3 (more blocks, more cells to look at)
+weigh a little more, since that is where there is most to learn. Integer answers are free
+form, so the only guessing floor is comparison's yes / no.
 """
 
 
