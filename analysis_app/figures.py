@@ -54,6 +54,7 @@ METRIC_LABELS = {
     "rgr/passed": "RGR repairs passed",
     "adv/var_ratio_neg_pos": "Var(A<0) / Var(A>0)",
     "acc/mean": "training accuracy",
+    "val/acc": "held-out accuracy (greedy)",
     "reward/mean": "reward",
     "grad_norm": "grad norm",
     "loss/kl": "KL",
@@ -108,6 +109,7 @@ BOUNDED_METRICS = frozenset(
         *GROUP_TYPE_METRICS,
         *RESCUE_RGR_METRICS,
         "acc/mean",
+        "val/acc",
         "format/mean",
     }
 )
@@ -122,6 +124,24 @@ ROLE_COLOURS = {
     "wrong": "#c7c7c7",
     "RGR repair": "#9467bd",
 }
+
+
+ACCURACY_METRICS = ("acc/mean", "val/acc")
+"""Training accuracy (the step's sampled rollouts) beside the held-out validation accuracy
+(greedy, every ``train.eval_every`` steps): a rising training curve with a flat held-out one
+is memorisation, not learning."""
+
+
+def accuracy_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
+    """Training and held-out accuracy over steps for every run in `frame` (step 0 of the
+    held-out curve is the starting policy)."""
+    return line_figure(
+        frame,
+        list(ACCURACY_METRICS),
+        title="Accuracy: training rollouts and held-out validation",
+        y_title="accuracy",
+        smoothing=smoothing,
+    )
 
 
 def metric_label(metric: str) -> str:

@@ -453,7 +453,11 @@ def group_rollouts_table(
 
 
 def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per group of a step: prompt, G, correct count, K', rescue and RGR outcome."""
+    """One row per group of a step: prompt, G, correct count, K', rescue and RGR outcome.
+
+    A group whose record lists them in ``not_computed`` (an imported run) says "not computed"
+    for K' and the rescue columns instead of 0 and "no".
+    """
     rows = []
     for group in groups:
         repair = group.get("rgr") or {}
@@ -463,16 +467,20 @@ def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             rgr = "not triggered"
         else:
             rgr = "passed" if repair.get("passed") else "failed"
+        missing = set(group.get("not_computed") or ())
+        rescue_unknown = "rescue" in missing
         rows.append(
             {
                 "group": group.get("group_id"),
                 "prompt": str(group.get("prompt_id")),
                 "G": group.get("G"),
                 "correct": group.get("n_correct"),
-                "K'": group.get("k_prime"),
-                "rescued": bool(group.get("rescued")),
-                "rescue impossible": bool(group.get("rescue_impossible")),
-                "RGR": rgr,
+                "K'": "not computed" if "hard_negatives" in missing else group.get("k_prime"),
+                "rescued": "not computed" if rescue_unknown else bool(group.get("rescued")),
+                "rescue impossible": "not computed"
+                if rescue_unknown
+                else bool(group.get("rescue_impossible")),
+                "RGR": "not computed" if missing and not repair else rgr,
             }
         )
     return pd.DataFrame(

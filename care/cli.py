@@ -23,8 +23,14 @@ app = typer.Typer(
 
 def _mount_sub_apps() -> None:
     from care.data.cli import data_app
+    from care.imports.cli import import_app
 
     app.add_typer(data_app, name="data", help="Synthesise and validate datasets.")
+    app.add_typer(
+        import_app,
+        name="import",
+        help="Turn runs trained elsewhere (verl, TRL, ...) into run folders.",
+    )
 
 
 _mount_sub_apps()
@@ -200,7 +206,9 @@ def eval_checkpoint(
 
 @app.command("inspect")
 def inspect_run(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")
+    ],
 ) -> None:
     """Summarise a run folder and report every corrupt log line with file:line."""
     from care.runlog import RunLogError, RunReader

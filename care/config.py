@@ -68,11 +68,12 @@ class ModelSection(_Section):
     )
     tiny: TinyModelSection = Field(default_factory=TinyModelSection)
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
-    image_size: int = Field(
+    image_size: int | None = Field(
         112,
         ge=28,
-        description="Tiny model: images are resized to this square size. A checkpoint keeps its "
-        "processor's pixel budget (set min_pixels/max_pixels); a non-default image_size must "
+        description="Tiny model: images are resized to this square size; null keeps each image's "
+        "own size within 56x56..112x112 px (a multiple of 28 px per side). A checkpoint keeps "
+        "its processor's pixel budget (set min_pixels/max_pixels); a non-default image_size must "
         "then match it (e.g. a tiny model's checkpoint).",
     )
     min_pixels: int | None = Field(
@@ -121,6 +122,10 @@ class DataSection(_Section):
     )
     test_files: list[str] = Field(
         default_factory=list, description="Held-out files for evaluation."
+    )
+    val_files: list[str] = Field(
+        default_factory=list,
+        description="Held-out validation files scored greedily during training (train.eval_every).",
     )
     on_bad_row: Literal["error", "skip"] = Field("error", description="What a bad row does.")
     max_prompt_tokens: int = Field(
@@ -298,7 +303,26 @@ class TrainSection(_Section):
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Newest resumable checkpoints kept.")
     log_samples_every: int = Field(1, ge=0, description="Write rollout texts every N steps.")
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Score the policy greedily on data.val_files before the first step and every "
+        "N steps (val/acc in steps.jsonl; 0: never).",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    loggers: list[Literal["console", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["console"],
+        description="Where step metrics also go: console (progress bar), tensorboard, wandb, "
+        "mlflow (docs/trackers.md); the run folder is always written.",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each logger may be listed once; repeated: {', '.join(repeated)}")
+        return value
 
     @model_validator(mode="after")
     def _mini_batch_divides(self) -> TrainSection:
@@ -358,6 +382,20 @@ class TrainConfig(_Section):
                 f"loss.kl_coef={self.loss.kl_coef} needs model.reference_model=true (the KL "
                 "term is measured against the frozen reference); set loss.kl_coef=0 to train "
                 "without the KL term, or model.reference_model=true"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _validation_needs_files(self) -> TrainConfig:
+        if self.train.eval_every and not self.data.val_files:
+            raise ValueError(
+                f"train.eval_every={self.train.eval_every} needs data.val_files (the held-out "
+                "validation split to score); set data.val_files or train.eval_every=0"
+            )
+        if self.data.val_files and not self.train.eval_every:
+            raise ValueError(
+                "data.val_files is set but train.eval_every=0, so it would never be scored; set "
+                "train.eval_every=N or drop data.val_files"
             )
         return self
 
@@ -438,13 +476,15 @@ RESUME_SAFE_FIELDS: tuple[str, ...] = (
     "train.save_every",
     "train.keep_checkpoints",
     "train.log_samples_every",
+    "train.eval_every",
+    "data.val_files",
     "sft",
     "rollout.vllm.gpu_memory_utilization",
     "rollout.vllm.sync_chunk_mb",
 )
 """Config fields (or whole sections) a resumed run may change: where the run folder lives, how
-long it trains, how often it checkpoints and logs samples, what the RL steps never read
-(held-out files, the warm-start section), and how much memory vLLM takes and in what pieces it
+long it trains, how often it checkpoints, logs samples and scores the validation split, what
+the RL steps never read (held-out and validation files, the warm-start section), and how much memory vLLM takes and in what pieces it
 receives the weights (the way out of an out-of-memory stop). Every other field changes what a
 step computes (the model, the data and its order, the estimator, sampling, batch shapes, the
 loss, the optimizer, the device's arithmetic, vLLM's context and image limits), so a run

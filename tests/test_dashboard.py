@@ -293,6 +293,27 @@ def test_signal_figures_leave_out_metrics_a_run_never_logged(runs_root: Path) ->
     assert list(figures.signal_figures(only_ratio, logged_only=True)) == ["variance_ratio"]
 
 
+def test_accuracy_figure_draws_the_held_out_curve_beside_training_accuracy() -> None:
+    steps = pd.DataFrame(
+        {
+            "run": ["care"] * 5,
+            "step": [0, 1, 2, 3, 4],
+            "acc/mean": [np.nan, 0.40, 0.45, 0.50, 0.55],
+            "val/acc": [0.30, np.nan, 0.36, np.nan, 0.42],
+        }
+    )
+    figure = figures.accuracy_figure(steps)
+    by_name = {trace.name: trace for trace in figure.data}
+    assert list(by_name) == ["training accuracy", "held-out accuracy (greedy)"]
+    held_out = by_name["held-out accuracy (greedy)"]
+    finite = np.isfinite(np.asarray(held_out.y, dtype=float))
+    # Step 0 (the starting policy) and every validated step; the gaps are joined.
+    assert list(np.asarray(held_out.x)[finite]) == [0, 2, 4]
+    np.testing.assert_allclose(np.asarray(held_out.y, dtype=float)[finite], [0.30, 0.36, 0.42])
+    assert held_out.connectgaps is True
+    assert list(figure.layout.yaxis.range) == list(figures.UNIT_RANGE)
+
+
 def test_eval_accuracy_figure_plots_percent_per_checkpoint_and_macro(runs_root: Path) -> None:
     evaluation, _ = data.eval_of_runs({"care": runs_root / "care"})
     macros = tables.checkpoint_macros(evaluation)

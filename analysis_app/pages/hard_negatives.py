@@ -21,7 +21,12 @@ def _text(value: Any) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
 
 
-def _show_prompt(config: dict[str, Any], group: dict[str, Any], question: str | None) -> None:
+def _show_prompt(
+    config: dict[str, Any],
+    group: dict[str, Any],
+    question: str | None,
+    logged_answers: list[Any] | None = None,
+) -> None:
     example, problem = data.find_example(config, group.get("prompt_id"))
     image_column, text_column = st.columns([1, 2])
     with image_column:
@@ -52,6 +57,8 @@ def _show_prompt(config: dict[str, Any], group: dict[str, Any], question: str | 
                 st.markdown(f"**Gold answer:** `{example.answer}` ({gold})")
             else:
                 st.markdown(f"**Gold answer:** `{example.answer}`")
+        elif logged_answers:
+            st.markdown(f"**Gold answer:** {', '.join(f'`{a}`' for a in logged_answers)}")
 
 
 def _is_repair(sample: dict[str, Any]) -> bool:
@@ -74,7 +81,11 @@ def _show_rgr(group: dict[str, Any], samples: list[dict[str, Any]]) -> None:
     repair = group.get("rgr")
     st.subheader("RGR repair")
     if repair is None:
-        st.caption("RGR is switched off for this run.")
+        st.caption(
+            "Not computed: the run was imported from a rollout dump."
+            if group.get("not_computed")
+            else "RGR is switched off for this run."
+        )
         return
     if not repair.get("triggered"):
         st.caption(
@@ -112,6 +123,12 @@ def body() -> None:
         return
     run_name = view.choose("Run", list(runs), param="browse")
     run_dir = runs[run_name]
+    imported_note = data.not_computed_note(data.load_config(run_dir))
+    if imported_note is not None:
+        st.info(
+            f"{run_name} was {imported_note}. This page shows its groups, rollouts, rewards and "
+            "the GRPO advantages recomputed from the dump."
+        )
     groups = data.load_groups(run_dir)
     if not groups.steps:
         view.show_warnings(groups.warnings)
@@ -144,14 +161,25 @@ def body() -> None:
         (s.get("question") for s in samples if s.get("group_id") == group_id and s.get("question")),
         None,
     )
-    _show_prompt(data.load_config(run_dir), group, question)
+    answers = next(
+        (s.get("answers") for s in samples if s.get("group_id") == group_id and s.get("answers")),
+        None,
+    )
+    _show_prompt(data.load_config(run_dir), group, question, answers)
 
     rollouts = tables.group_rollouts_table(group, samples)
     facts = st.columns(4)
     facts[0].metric("correct / G", f"{group.get('n_correct')} / {group.get('G')}")
-    facts[1].metric("K' (negatives used)", group.get("k_prime", 0))
-    facts[2].metric("rescued", "yes" if group.get("rescued") else "no")
-    facts[3].metric("RGR", _rgr_label(group.get("rgr")))
+    missing = set(group.get("not_computed") or ())
+    facts[1].metric(
+        "K' (negatives used)",
+        "not computed" if "hard_negatives" in missing else group.get("k_prime", 0),
+    )
+    facts[2].metric(
+        "rescued",
+        "not computed" if "rescue" in missing else ("yes" if group.get("rescued") else "no"),
+    )
+    facts[3].metric("RGR", "not computed" if missing else _rgr_label(group.get("rgr")))
 
     st.subheader("Rollouts")
     st.caption(
@@ -180,6 +208,8 @@ def body() -> None:
         sample = _response_of(samples, group_id, anchor)
         st.markdown(f"**{label} response (#{anchor})**")
         st.code(_text(sample.get("response")) if sample else "(sample not logged)", language=None)
+    elif missing:
+        st.caption("No anchor: CARE's anchor and negatives are not computed for an imported run.")
     elif not group.get("rescued"):
         st.caption("This group has no anchor (no correct rollout and no rescue).")
     negatives = group.get("hard_negatives") or []

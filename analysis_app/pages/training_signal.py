@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis_app import figures, tables, view
+from analysis_app import data, figures, tables, view
 
 
 def body() -> None:
@@ -25,6 +25,16 @@ def body() -> None:
         "Failure-signal share: the part of Σ|advantage| carried by failed rollouts (with RGR: "
         "passed repairs count as failure-derived). Colour = run, dash = metric."
     )
+    imported = {name: data.not_computed_note(data.load_config(path)) for name, path in runs.items()}
+    for name, note in imported.items():
+        if note is not None:
+            st.info(
+                f"{name}: {note}. Its failure-signal share and group types come from GRPO "
+                "advantages recomputed from the dump's rewards; token-level shares, rescue and "
+                "RGR are not shown for it."
+            )
+    if figures.has_metrics(steps, figures.ACCURACY_METRICS):
+        st.plotly_chart(figures.accuracy_figure(steps, smoothing), theme=None, key="accuracy")
     built = figures.signal_figures(steps, smoothing, logged_only=True)
     for name in figures.SIGNAL_FIGURES:
         if name in built:

@@ -5,11 +5,13 @@ from care.runlog.layout import (
     CONFIG_FILE,
     EVAL_DIR,
     GROUPS_FILE,
+    IMPORT_FILE,
     META_FILE,
     RUN_STATUSES,
     SAMPLES_DIR,
     SCHEMA_VERSION,
     STEPS_FILE,
+    TRACKERS_DIR,
     RunExistsError,
     RunLogError,
     list_runs,
@@ -17,20 +19,23 @@ from care.runlog.layout import (
 )
 from care.runlog.reader import JsonlResult, RunReader, read_jsonl, read_meta
 from care.runlog.values import to_json_value
-from care.runlog.writer import RunWriter
+from care.runlog.writer import RunObserver, RunWriter
 
 __all__ = [
     "CONFIG_FILE",
     "EVAL_DIR",
     "GROUPS_FILE",
+    "IMPORT_FILE",
     "META_FILE",
     "RUN_STATUSES",
     "SAMPLES_DIR",
     "SCHEMA_VERSION",
     "STEPS_FILE",
+    "TRACKERS_DIR",
     "JsonlResult",
     "RunExistsError",
     "RunLogError",
+    "RunObserver",
     "RunReader",
     "RunWriter",
     "StepIndex",

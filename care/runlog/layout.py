@@ -9,6 +9,8 @@ A run folder looks like this (see docs/run_format.md for every field)::
         groups.jsonl       one record per prompt group per step
         samples/step_00000012.jsonl   rollout texts of step 12
         eval/              evaluation results, written by evaluation code
+        trackers/          local output of the tracker mirrors (TensorBoard, W&B, MLflow)
+        import.json        what `care import` read and skipped (imported runs only)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ STEPS_FILE = "steps.jsonl"
 GROUPS_FILE = "groups.jsonl"
 SAMPLES_DIR = "samples"
 EVAL_DIR = "eval"
+TRACKERS_DIR = "trackers"
+IMPORT_FILE = "import.json"
 
 RUN_STATUSES = ("running", "finished", "crashed")
 

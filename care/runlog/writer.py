@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import yaml
 
@@ -34,10 +34,12 @@ from care.runlog.layout import (
     CONFIG_FILE,
     EVAL_DIR,
     GROUPS_FILE,
+    IMPORT_FILE,
     META_FILE,
     SAMPLES_DIR,
     SCHEMA_VERSION,
     STEPS_FILE,
+    TRACKERS_DIR,
     RunExistsError,
     RunLogError,
     is_run_dir,
@@ -49,6 +51,17 @@ from care.runlog.values import encode_line, to_json_value
 
 _RESERVED_STEP_KEYS = ("step", "time")
 _FINAL_STATUSES = ("finished", "crashed")
+
+
+class RunObserver(Protocol):
+    """Told about each record once it is on disk; the tracker mirrors are observers
+    (`care.train.trackers`). Records arrive as written: JSON values, "step" first."""
+
+    def on_groups(self, step: int, records: list[dict[str, Any]]) -> None: ...
+
+    def on_step(self, step: int, record: dict[str, Any]) -> None: ...
+
+    def on_finish(self, status: str) -> None: ...
 
 
 def _utc_now() -> str:
@@ -146,9 +159,9 @@ def _cut_after(path: Path, last_step: int) -> list[dict[str, Any]]:
 
 
 def _remove_run_files(run_dir: Path) -> None:
-    for name in (CONFIG_FILE, META_FILE, STEPS_FILE, GROUPS_FILE):
+    for name in (CONFIG_FILE, META_FILE, STEPS_FILE, GROUPS_FILE, IMPORT_FILE):
         (run_dir / name).unlink(missing_ok=True)
-    for name in (SAMPLES_DIR, EVAL_DIR):
+    for name in (SAMPLES_DIR, EVAL_DIR, TRACKERS_DIR):
         if (run_dir / name).is_dir():
             shutil.rmtree(run_dir / name)
 
@@ -173,6 +186,7 @@ class RunWriter:
         self._last_step = last_step
         self._fsync = fsync
         self._closed = False
+        self._observers: list[RunObserver] = []
         self._steps_file: BinaryIO = open(run_dir / STEPS_FILE, "ab", buffering=0)
         self._groups_file: BinaryIO = open(run_dir / GROUPS_FILE, "ab", buffering=0)
 
@@ -192,8 +206,8 @@ class RunWriter:
 
         Refuses (RunExistsError) when the folder already holds a run, i.e. a meta.json or
         steps.jsonl (or a groups.jsonl or samples/ left by one), unless `overwrite=True`, which
-        deletes that run's files (config.yaml,
-        meta.json, steps.jsonl, groups.jsonl, samples/, eval/) and nothing else. `fsync=True`
+        deletes that run's files (config.yaml, meta.json, steps.jsonl, groups.jsonl, samples/,
+        eval/, trackers/, import.json) and nothing else. `fsync=True`
         forces every logged line to disk, not only to the OS.
         """
         run_path = Path(run_dir)
@@ -311,6 +325,15 @@ class RunWriter:
         """A copy of the meta.json content as last written."""
         return copy.deepcopy(self._meta)
 
+    def add_observer(self, observer: RunObserver) -> None:
+        """Call `observer` after every groups and step record is written, and at `finish`.
+
+        The run folder stays the source of truth: an observer sees a record only once the
+        record is on disk, so a failing observer never costs a line of the run log.
+        """
+        self._check_open()
+        self._observers.append(observer)
+
     # -- logging -----------------------------------------------------------------------------
 
     def log_step(
@@ -355,6 +378,8 @@ class RunWriter:
         record = {"step": step, "time": float(timestamp), **converted}
         self._append(self._steps_file, encode_line(record))
         self._last_step = step
+        for observer in self._observers:
+            observer.on_step(step, record)
 
     def log_groups(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
         """Append one groups.jsonl line per prompt-group record of `step` (fields: docs/run_format.md).
@@ -364,16 +389,18 @@ class RunWriter:
         self._check_open()
         what = f"log_groups(step={step})"
         _check_step(step, what)
-        lines = self._encode_records(step, records, what)
-        for line in lines:
-            self._append(self._groups_file, line)
+        converted = self._convert_records(step, records, what)
+        for record in converted:
+            self._append(self._groups_file, encode_line(record))
+        for observer in self._observers:
+            observer.on_groups(step, converted)
 
     def log_samples(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
         """Append rollout records of `step` to samples/step_<step:08d>.jsonl, one line each."""
         self._check_open()
         what = f"log_samples(step={step})"
         _check_step(step, what)
-        lines = self._encode_records(step, records, what)
+        lines = [encode_line(record) for record in self._convert_records(step, records, what)]
         if not lines:
             return
         path = sample_file(self.run_dir, step)
@@ -395,6 +422,8 @@ class RunWriter:
             self._meta["status"] = status
             self._meta["end_time"] = _utc_now()
             _write_atomic(self.run_dir / META_FILE, _meta_bytes(self._meta))
+        for observer in self._observers:
+            observer.on_finish(status)
 
     def __enter__(self) -> RunWriter:
         return self
@@ -415,13 +444,13 @@ class RunWriter:
             raise RunLogError(f"{self.run_dir}: the writer is finished; use RunWriter.resume")
 
     @staticmethod
-    def _encode_records(step: int, records: Any, what: str) -> list[bytes]:
+    def _convert_records(step: int, records: Any, what: str) -> list[dict[str, Any]]:
         if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Sequence):
             raise ValueError(
                 f"{what}: records must be a list of dicts, got {type(records).__name__}"
             )
         return [
-            encode_line(_record_for_step(step, record, f"{what} record {index}"))
+            _record_for_step(step, record, f"{what} record {index}")
             for index, record in enumerate(records)
         ]
 

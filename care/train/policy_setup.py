@@ -74,7 +74,8 @@ def build_or_load_policy(
 def _check_image_size_fits(model_cfg: ModelSection, processor: Any) -> None:
     """A non-default ``model.image_size`` with a checkpoint must describe its processor (as for
     a tiny model's checkpoint); otherwise it would be silently ignored."""
-    if model_cfg.image_size == type(model_cfg).model_fields["image_size"].default:
+    default = type(model_cfg).model_fields["image_size"].default
+    if model_cfg.image_size is None or model_cfg.image_size == default:
         return
     square = model_cfg.image_size**2
     budget = pixel_budget(processor)

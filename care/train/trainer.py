@@ -53,6 +53,7 @@ from care.train.policy_setup import build_or_load_policy, context_token_budget, 
 from care.train.prompt_budget import over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
+from care.train.trackers import open_trackers, require_trackers
 from care.verify import reward as verdict_reward
 from care.verify import score
 
@@ -123,7 +124,8 @@ class Trainer:
                 "accelerate config: FSDP version 1 is not supported by the trainer (rollout and "
                 "checkpoints need FSDP2's unshard and full state dicts); set fsdp_version: 2"
             )
-        self.progress = progress and self.is_main
+        self.progress = progress and self.is_main and "console" in cfg.train.loggers
+        require_trackers(cfg.train.loggers)  # a missing extra fails now, not after model loading
         if cfg.train.mini_batch_prompts % self.world:
             raise ValueError(
                 f"train.mini_batch_prompts={cfg.train.mini_batch_prompts} must be divisible by "
@@ -146,6 +148,12 @@ class Trainer:
             for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
         ]
         self._image_cache: dict[int, list[Any]] = {}
+        # The validation split, scored greedily every train.eval_every steps (val/acc).
+        self.val_examples = [
+            example
+            for path in cfg.data.val_files
+            for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
+        ]
 
         device = self.accelerator.device
         resume_from = latest_checkpoint(self.run_dir) if resume else None
@@ -230,6 +238,17 @@ class Trainer:
                 )
             else:
                 self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
+            # Tracker mirrors see each step record once the run folder has it (docs/trackers.md).
+            resumed_at = self.start_step if resume_from is not None else None
+            try:
+                trackers = open_trackers(
+                    cfg.train.loggers, self.run_dir, cfg.to_dict(), cfg.run.name,
+                    resumed_at=resumed_at,
+                )  # fmt: skip
+            except BaseException:
+                self.writer.finish("crashed")
+                raise
+            self.writer.add_observer(trackers)
         sync = torch.cuda.synchronize if device.type == "cuda" else None
         self.timer = PhaseTimer(sync)
 
@@ -245,7 +264,14 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.train.steps, initial=self.start_step, desc=cfg.algo.estimator)
+        every = cfg.train.eval_every
         try:
+            if every and self.start_step == 0 and self.writer is not None:
+                # Step 0: the starting policy, before any update, so a curve starts where
+                # training did.
+                self.writer.log_step(0, self.validate())
+            elif every and self.start_step == 0:
+                self.validate()  # every process takes its share of the split
             for step in steps:
                 metrics = self.train_step(step)
                 if bar is not None:
@@ -295,11 +321,53 @@ class Trainer:
         self.engine.sync_weights(self.policy)
         with self.timer("log"):
             metrics = self._log(step, batch, result, update_metrics, dapo_stats)
+        every = self.cfg.train.eval_every
+        if every and (step % every == 0 or step == self.cfg.train.steps):
+            with self.timer("validate"):
+                metrics.update(self.validate())
         # The step record is written last so its timings include the log phase itself.
         metrics.update(self.timer.metrics())
         if self.writer is not None:
             self.writer.log_step(step, metrics)
         return metrics
+
+    def validate(self) -> dict[str, float]:
+        """Greedy accuracy of the current policy on ``data.val_files``, with the training prompt
+        template and verifier: ``val/acc``, ``val/acc/<family>`` and ``val/acc/difficulty_<k>``
+        (from each row's ``family`` and ``difficulty`` fields, when it has them), ``val/fmt`` and
+        ``val/n``. Each process scores its share of the split; the main process returns the
+        totals (the others an empty dict).
+
+        Example: 600 rows, 300 counting of which 150 right and 300 bar_chart of which 90 right
+        → ``{"val/acc": 0.4, "val/acc/counting": 0.5, "val/acc/bar_chart": 0.3, ...}``.
+        """
+        mine = list(range(self.rank, len(self.val_examples), self.world))
+        params = SamplingParams(
+            temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1
+        )
+        outcomes: list[tuple[str | None, Any, float, float]] = []
+        was_training = self.model.training
+        self.model.eval()
+        with self._full_weights():
+            for start in range(0, len(mine), self.cfg.rollout.batch_rows):
+                chunk = [self.val_examples[i] for i in mine[start : start + self.cfg.rollout.batch_rows]]
+                requests = [
+                    RolloutRequest(prompt=self._prompt_for(ex), images=ex.load_images())
+                    for ex in chunk
+                ]
+                for ex, samples in zip(chunk, self.engine.generate(requests, params), strict=True):
+                    verdict = score(samples[0].text, ex.answer, ex.choices, ex.answer_type)
+                    extra = ex.extra or {}
+                    outcomes.append(
+                        (extra.get("family"), extra.get("difficulty"), verdict.acc, verdict.fmt)
+                    )
+        if was_training:
+            self.model.train()
+        gathered = gather_object([outcomes]) if self.world > 1 else [outcomes]
+        if not self.is_main:
+            return {}
+        everything = [item for part in gathered for item in part]
+        return _validation_metrics(everything)
 
     def _initialise_fsdp_root(self) -> None:
         """One text-only, no-grad forward through the whole model on every process.
@@ -970,6 +1038,23 @@ class Trainer:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers (pure functions of a step's rows)
+
+
+def _validation_metrics(outcomes: Sequence[tuple[str | None, Any, float, float]]) -> dict[str, float]:
+    """``val/*`` metrics from (family, difficulty, acc, fmt) per validation row."""
+    metrics = {
+        "val/acc": float(np.mean([acc for _, _, acc, _ in outcomes])),
+        "val/fmt": float(np.mean([fmt for _, _, _, fmt in outcomes])),
+        "val/n": float(len(outcomes)),
+    }
+    for position, name in ((0, "val/acc/{}"), (1, "val/acc/difficulty_{}")):
+        groups: dict[Any, list[float]] = {}
+        for outcome in outcomes:
+            if outcome[position] is not None:
+                groups.setdefault(outcome[position], []).append(outcome[2])
+        for key in sorted(groups, key=str):
+            metrics[name.format(key)] = float(np.mean(groups[key]))
+    return metrics
 
 
 def _pad_stack(
