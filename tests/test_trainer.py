@@ -89,11 +89,23 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
 
 
 def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_dir, tmp_path):
+    # The scripted engine tells prompts apart by question text, and synthetic questions repeat
+    # ("How many blocks are in the image?"), so train on the first row of each question only.
+    unique, seen = [], set()
+    for line in (data_dir / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["question"] not in seen:
+            seen.add(row["question"])
+            unique.append({**row, "images": [str(data_dir / name) for name in row["images"]]})
+    assert len(unique) >= 2
+    train_file = tmp_path / "unique_questions.jsonl"
+    train_file.write_text("".join(json.dumps(row) + "\n" for row in unique))
     cfg = config_from_dict(
         tiny_config(
             data_dir,
             tmp_path,
             "scripted",
+            data={"train_files": [str(train_file)]},
             train={"steps": 1, "prompts_per_step": 2, "mini_batch_prompts": 2},
         )
     )

@@ -52,7 +52,16 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes identical files.")] = 0,
     train: Annotated[int, typer.Option("--train", min=0, help="Training problems.")] = 2000,
     test: Annotated[int, typer.Option("--test", min=0, help="Test problems.")] = 200,
-    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 112,
+    val: Annotated[
+        int,
+        typer.Option("--val", min=0, help="Validation problems (val.jsonl; 0 writes none)."),
+    ] = 0,
+    image_size: Annotated[
+        int,
+        typer.Option(
+            help="Side of a level-3 image in px, a multiple of 4 (levels 1, 2: 1/2, 3/4 of it)."
+        ),
+    ] = 112,
     families: Annotated[
         str | None,
         typer.Option(help=f"Families, 'a,b' or 'a:2,b:1'; any of {', '.join(FAMILIES)}."),
@@ -66,7 +75,8 @@ def synth(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,
 ) -> None:
-    """Write train.jsonl, test.jsonl, images/ and synth_meta.json (default mix: DEMO_MIX)."""
+    """Write train.jsonl, test.jsonl, images/ and synth_meta.json, and val.jsonl with --val
+    (default mix: DEMO_MIX)."""
     family_mix = parse_mix(families, FAMILIES, "--families") if families else DEMO_MIX.families
     level_mix = (
         parse_mix(difficulty, DIFFICULTIES, "--difficulty") if difficulty else DEMO_MIX.difficulty
@@ -84,14 +94,14 @@ def synth(
             difficulty_mix=level_mix,
             image_size=image_size,
             multiple_choice_share=share,
+            n_val=val,
             overwrite=overwrite,
         )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 
-    for split in ("train", "test"):
-        summary = dataset.meta["splits"][split]
+    for split, summary in dataset.meta["splits"].items():
         typer.echo(f"{split}: {summary['n']} problems")
         levels = [str(level) for level in DIFFICULTIES]
         typer.echo(
@@ -102,7 +112,10 @@ def synth(
             typer.echo(f"  {family:<12}{cells}{sum(per_level.values()):>8}")
         answer_types = ", ".join(f"{k} {v}" for k, v in summary["answer_type"].items())
         typer.echo(f"  answer types: {answer_types}")
-    typer.echo(f"wrote {dataset.train_path}, {dataset.test_path}")
+    written = [dataset.train_path, dataset.test_path]
+    if dataset.val_path is not None:
+        written.append(dataset.val_path)
+    typer.echo(f"wrote {', '.join(map(str, written))}")
     typer.echo(f"      {dataset.out_dir / 'images'}/, {dataset.out_dir / 'synth_meta.json'}")
 
 

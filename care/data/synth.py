@@ -1,12 +1,16 @@
-"""Synthetic visual-reasoning problems with verifiable answers, rendered with PIL.
+"""Synthetic visual-reasoning problems with verifiable answers: solid blocks on a grid, drawn with PIL.
 
-Four families, each at difficulty 1..3 (see docs/data_format.md for what each level changes):
+The demo's tiny vision tower turns each 28×28 px patch of a 112 px image into one vision token,
+and it can tell a patch holding a large solid block from a white one, but not read digits or
+compare lengths. So every problem is a few solid squares, each filling one grid cell that lines
+up with one vision token, and the difficulty is the grid's size: level d draws a (d+1)×(d+1)
+grid, so the image itself grows (56, 84, 112 px at the default size) and holds more blocks.
+Every question is about k, the number of blocks drawn (never where they are):
 
-- `counting`   — "How many red circles are in the image?" among distractor shapes and colours;
-- `bar_chart`  — "What is the value of the green bar?" on a chart with gridlines and tick labels;
-- `comparison` — "Which is longer, the red line or the blue line?" / which shape has the larger
-  area (always multiple choice);
-- `arithmetic` — "What is the sum of the numbers in the image?" (also differences and products).
+- `counting`   — "How many blocks are in the image?";
+- `bar_chart`  — "What do the bars add up to?" (1-3 stacked bars, k = the sum of their heights);
+- `comparison` — "Are there more blocks than 5?" (always multiple choice: yes / no);
+- `arithmetic` — "How many blocks would there be with 3 more?" (also removing some, and products).
 
 Every problem keeps its `scene`: a JSON description of what was drawn, from which the answer can
 be recomputed, and a `solution`: a short templated rationale built from the scene (what a
@@ -15,53 +19,59 @@ drawn from one `random.Random` per problem, keyed by (generator version, seed, s
 so a seed gives byte-identical images on every run.
 
 >>> rows = generate_split(2, seed=0)                  # doctest: +SKIP
->>> rows[0]["question"], rows[0]["answer"]            # doctest: +SKIP
-('How many blue squares are in the image?', '3')
+>>> rows[0]["question"], rows[0]["answer"], rows[0]["solution"]  # doctest: +SKIP
+('How many blocks are in the image?', '3', 'I count 3 blocks.')
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import Image, ImageDraw
 
 from care.data.dataset import CHOICE_LETTERS
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Bumped whenever the same seed would write different files (other problems, or new fields).
 
 It is part of every problem's random key, so a bump also redraws the problems. "2" added
-`solution` to every row and `cell` to each number of an arithmetic scene.
+`solution` to every row; "3" replaced shapes, charts, lines and digits by grid-aligned blocks.
 """
 
 FAMILIES: tuple[str, ...] = ("counting", "bar_chart", "comparison", "arithmetic")
 DIFFICULTIES: tuple[int, ...] = (1, 2, 3)
 MIN_IMAGE_SIZE = 56
 MAX_IMAGE_SIZE = 1024
+GRID_AT_LEVEL_3 = 4
+"""Cells per side at the hardest level; `image_size` is split into this many cells."""
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 160, 60),
     "blue": (40, 80, 220),
     "yellow": (230, 200, 30),
-    "purple": (140, 60, 180),
-    "orange": (245, 140, 20),
 }
-"""Fill colours of shapes, bars and lines; drawn without anti-aliasing, so pixels are exact."""
+"""Block colours; drawn without anti-aliasing, so every block pixel is exactly one of these."""
 
 BACKGROUND = (255, 255, 255)
-INK = (20, 20, 20)
-GRIDLINE = (205, 205, 205)
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+BLOCK_MARGIN_AT_28 = 3
+"""White gap (px) between a scattered block and its cell's edge, for a 28 px cell (scaled)."""
+BAR_MARGIN_AT_28 = 2
+"""The same for the blocks of a bar: a bar reads as one column of nearly touching blocks."""
+
+ARITHMETIC_OPERATIONS: dict[int, tuple[str, ...]] = {
+    1: ("sum",),
+    2: ("sum", "difference"),
+    3: ("sum", "difference", "product"),
+}
+"""Operations an arithmetic problem may ask for, per difficulty level."""
 
 
 @dataclass(frozen=True)
@@ -79,41 +89,46 @@ class SynthMix:
 
 
 DEMO_MIX = SynthMix(
-    families={"counting": 0.3, "bar_chart": 0.2, "comparison": 0.25, "arithmetic": 0.25},
-    difficulty={1: 0.4, 2: 0.4, 3: 0.2},
-    multiple_choice_share=0.4,
+    families={"counting": 0.25, "bar_chart": 0.25, "comparison": 0.25, "arithmetic": 0.25},
+    difficulty={1: 0.3, 2: 0.35, 3: 0.35},
+    multiple_choice_share=0.0,
 )
-"""The demo's default mix, aimed at a tiny CPU model that should learn the task only partly.
+"""The demo's default mix, made for a tiny CPU model that should learn the task only partly.
 
-Level 1 is learnable (few, large objects; small numbers), level 3 mostly is not, and multiple
-choice (2-4 options) keeps a guessing floor, so after a warm start most prompt groups are mixed
-or all wrong: the regime where CARE's anchors, hard negatives and rescue have work to do.
+After a short warm start the tiny model counts the blocks only partly, so at temperature 1 its
+prompt groups come out mixed (some rollouts right) or all wrong: the groups on which CARE's
+anchors, hard negatives and rescue act. Levels 2 and 3 (more blocks, more cells to look at)
+weigh a little more, since that is where there is most to learn. Integer answers are free
+form, so the only guessing floor is comparison's yes / no.
 """
 
 
 @dataclass
 class SynthDataset:
-    """What `write_synthetic_dataset` wrote: the two split files and the metadata it recorded."""
+    """What `write_synthetic_dataset` wrote: the split files and the metadata it recorded.
+
+    `val_path` is None unless a validation split was asked for (`n_val > 0`).
+    """
 
     out_dir: Path
     train_path: Path
     test_path: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    val_path: Path | None = None
 
 
 @dataclass
 class _Drawn:
     """One family's output before the answer format is chosen.
 
-    Integer families set `integer_answer` (and `near_misses`: plausible wrong values for
-    multiple-choice options); always-multiple-choice families set `options` and `gold_option`.
+    Integer families set `integer_answer`; always-multiple-choice families set `options` and
+    `gold_option` (the index of the right option).
     """
 
     question: str
     image: Image.Image
     scene: dict[str, Any]
     integer_answer: int | None = None
-    near_misses: tuple[int, ...] = ()
     options: tuple[str, ...] | None = None
     gold_option: int | None = None
 
@@ -131,6 +146,8 @@ def generate_split(
 ) -> list[dict[str, Any]]:
     """`n` distinct problems, each a row dict plus its rendered image.
 
+    `image_size` is the side of a difficulty-3 image (4×4 cells); levels 1 and 2 draw 2×2 and
+    3×3 cells of the same size, so their images are half and three quarters as wide.
     Each row holds `id` ("<split>-000000", ...), `question`, `answer` (a letter for multiple
     choice, else the integer as text), `answer_type`, `choices` (multiple choice only), `family`,
     `difficulty`, `scene` (what was drawn), `solution` (a short rationale, see `solution_for`),
@@ -140,7 +157,7 @@ def generate_split(
 
     >>> rows = generate_split(3, seed=7, families=["counting"], difficulty_mix=[1])
     >>> [row["family"] for row in rows], rows[0]["image"].size
-    (['counting', 'counting', 'counting'], (112, 112))
+    (['counting', 'counting', 'counting'], (56, 56))
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -154,7 +171,7 @@ def generate_split(
 
     rows: list[dict[str, Any]] = []
     seen = set(exclude_hashes)
-    # Small mixes (e.g. level 1 counting only) have few distinct problems; stop rather than spin.
+    # Small mixes (level 1 counting has 624 distinct images) run out; stop rather than spin.
     max_attempts = 50 * n + 100
     attempt = 0
     while len(rows) < n:
@@ -187,29 +204,40 @@ def write_synthetic_dataset(
     image_size: int = 112,
     *,
     multiple_choice_share: float = DEMO_MIX.multiple_choice_share,
+    n_val: int = 0,
     overwrite: bool = False,
 ) -> SynthDataset:
-    """Write `train.jsonl`, `test.jsonl`, `images/<id>.png` and `synth_meta.json` under `out_dir`.
+    """Write `train.jsonl`, `test.jsonl`, `images/<id>.png` and `synth_meta.json` under `out_dir`,
+    and `val.jsonl` (ids "val-000000", ...) when `n_val > 0`.
 
     Rows follow the dataset format (`images` holds "images/<id>.png", relative to the file), so
     `load_examples` reads them back; `family`, `difficulty`, `scene` and `solution` land in
     `Example.extra`.
-    The test split is drawn first and the training split never repeats one of its
-    (question, image) pairs. An existing dataset in `out_dir` is an error unless `overwrite`.
+    The test split is drawn first, then the validation split, then the training split, and none
+    repeats a (question, image) pair of one drawn before it. An existing dataset in `out_dir` is
+    an error unless `overwrite`.
     """
+    for name, value in (("n_train", n_train), ("n_test", n_test), ("n_val", n_val)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     out_dir = Path(out_dir)
     train_path, test_path = out_dir / "train.jsonl", out_dir / "test.jsonl"
+    val_path = out_dir / "val.jsonl"
     meta_path, image_dir = out_dir / "synth_meta.json", out_dir / "images"
-    existing = [p for p in (train_path, test_path, meta_path) if p.exists()]
+    existing = [p for p in (train_path, test_path, val_path, meta_path) if p.exists()]
     if existing and not overwrite:
         raise ValueError(
             f"out_dir {out_dir} already holds a dataset ({existing[0].name}); "
             "pass overwrite=True or choose another folder"
         )
-    if overwrite and image_dir.is_dir():
-        # Only images this generator names, so unrelated files in the folder survive.
-        for stale in [*image_dir.glob("train-*.png"), *image_dir.glob("test-*.png")]:
-            stale.unlink()
+    if overwrite:
+        # Only files this generator names, so unrelated files in the folder survive; a val split
+        # of an earlier run goes too, or it would sit beside splits it was not drawn against.
+        val_path.unlink(missing_ok=True)
+        if image_dir.is_dir():
+            for split in ("train", "test", "val"):
+                for stale in image_dir.glob(f"{split}-*.png"):
+                    stale.unlink()
     common = dict(
         families=families,
         difficulty_mix=difficulty_mix,
@@ -217,16 +245,18 @@ def write_synthetic_dataset(
         multiple_choice_share=multiple_choice_share,
     )
     test_rows = generate_split(n_test, seed, split="test", **common)
+    drawn = {row["content_hash"] for row in test_rows}
+    val_rows = generate_split(n_val, seed, split="val", exclude_hashes=frozenset(drawn), **common)
+    drawn.update(row["content_hash"] for row in val_rows)
     train_rows = generate_split(
-        n_train,
-        seed,
-        split="train",
-        exclude_hashes=frozenset(row["content_hash"] for row in test_rows),
-        **common,
+        n_train, seed, split="train", exclude_hashes=frozenset(drawn), **common
     )
 
+    splits = [(train_path, train_rows), (test_path, test_rows)]
+    if n_val > 0:
+        splits.append((val_path, val_rows))
     image_dir.mkdir(parents=True, exist_ok=True)
-    for path, rows in ((train_path, train_rows), (test_path, test_rows)):
+    for path, rows in splits:
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
                 image_name = f"images/{row['id']}.png"
@@ -235,6 +265,9 @@ def write_synthetic_dataset(
 
     family_names, family_weights = _weights(families, FAMILIES, "families")
     levels, level_weights = _weights(difficulty_mix, DIFFICULTIES, "difficulty_mix")
+    summaries = {"train": summarise(train_rows), "test": summarise(test_rows)}
+    if n_val > 0:
+        summaries["val"] = summarise(val_rows)
     meta = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -242,10 +275,16 @@ def write_synthetic_dataset(
         "families": dict(zip(family_names, family_weights, strict=True)),
         "difficulty_mix": {str(k): w for k, w in zip(levels, level_weights, strict=True)},
         "multiple_choice_share": multiple_choice_share,
-        "splits": {"train": summarise(train_rows), "test": summarise(test_rows)},
+        "splits": summaries,
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return SynthDataset(out_dir=out_dir, train_path=train_path, test_path=test_path, meta=meta)
+    return SynthDataset(
+        out_dir=out_dir,
+        train_path=train_path,
+        test_path=test_path,
+        meta=meta,
+        val_path=val_path if n_val > 0 else None,
+    )
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -273,14 +312,15 @@ def solution_for(row: Mapping[str, Any]) -> str:
     """A short step-by-step rationale for a synthetic row, built from its `scene` alone.
 
     One fixed template per family, so a tiny model can imitate it in a supervised warm start:
-    name what to look at, state the quantities read off the scene, then the conclusion, which
-    is the answer. Multiple-choice rows end by naming the option ("That is option B.").
-    Needs `family`, `scene`, `answer_type` and, for multiple choice, `choices` and `answer`
-    (the letter).
+    the count of blocks first (the one thing read off the image), then the step in text that
+    turns it into the answer. The wording never changes with the count ("I count 1 blocks."),
+    so the count is the only token that varies. Multiple-choice rows end by naming the option
+    ("That is option B."). Needs `family`, `scene`, `answer_type` and, for multiple choice,
+    `choices` and `answer` (the letter).
 
     >>> solution_for({"family": "arithmetic", "answer_type": "integer", "scene": {
-    ...     "operation": "sum", "numbers": [{"value": 4, "cell": 0}, {"value": 7, "cell": 5}]}})
-    'The numbers are 4 and 7. 4 + 7 = 11.'
+    ...     "operation": "sum", "m": 3, "blocks": [{"cell": 0, "colour": "red"}] * 4}})
+    'I count 4 blocks. 4 + 3 = 7.'
     """
     family = row.get("family")
     if family not in SOLUTION_WRITERS:
@@ -330,6 +370,11 @@ def _check_image_size(image_size: int) -> None:
         raise ValueError(
             f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px, got {image_size}"
         )
+    if image_size % GRID_AT_LEVEL_3:
+        raise ValueError(
+            f"image_size must be a multiple of {GRID_AT_LEVEL_3} (the level-3 grid's cells per "
+            f"side, so every cell has the same whole number of px), got {image_size}"
+        )
 
 
 def _weights(
@@ -355,9 +400,11 @@ def _weights(
 
 
 def _draw_problem(
-    rng: random.Random, family: str, difficulty: int, size: int, multiple_choice_share: float
+    rng: random.Random, family: str, difficulty: int, image_size: int, multiple_choice_share: float
 ) -> dict[str, Any]:
-    drawn = FAMILY_DRAWERS[family](rng, difficulty, size)
+    grid = difficulty + 1
+    cell = image_size // GRID_AT_LEVEL_3
+    drawn = FAMILY_DRAWERS[family](rng, difficulty, grid, cell)
     row: dict[str, Any] = {"question": drawn.question}
     if drawn.options is not None and drawn.gold_option is not None:
         row.update(
@@ -367,7 +414,7 @@ def _draw_problem(
         )
     elif drawn.integer_answer is not None:
         if rng.random() < multiple_choice_share:
-            options = _integer_options(rng, drawn.integer_answer, drawn.near_misses)
+            options = _integer_options(rng, drawn.integer_answer)
             row.update(
                 answer=CHOICE_LETTERS[options.index(drawn.integer_answer)],
                 answer_type="multiple_choice",
@@ -390,441 +437,189 @@ def _draw_problem(
     return row
 
 
-def _integer_options(
-    rng: random.Random, answer: int, near_misses: Sequence[int], n_options: int = 4
-) -> list[int]:
-    """`n_options` distinct non-negative integers holding `answer`, in random order.
+def _integer_options(rng: random.Random, answer: int, n_options: int = 4) -> list[int]:
+    """`n_options` distinct positive integers holding `answer`, in random order.
 
-    Wrong options come from the family's near misses and from answer ± 1..3 (a list, never a
-    set, so the draw does not depend on hash order).
+    The wrong options are near misses, answer ± 1 and ± 2 (every answer of this task is at
+    least 1, so smaller ones are dropped and answer + 3, + 4 fill in); a list, never a set, so
+    the draw does not depend on hash order.
+
+    >>> options = _integer_options(random.Random(0), 1)
+    >>> len(set(options)), 1 in options, min(options)
+    (4, True, 1)
     """
-    pool: list[int] = []
-    for value in [*near_misses, answer - 1, answer + 1, answer - 2, answer + 2, answer + 3]:
-        if value >= 0 and value != answer and value not in pool:
-            pool.append(value)
+    candidates = [answer - 1, answer + 1, answer - 2, answer + 2, answer + 3, answer + 4]
+    pool = [value for value in candidates if value >= 1][:n_options]
     options = [*rng.sample(pool, n_options - 1), answer]
     rng.shuffle(options)
     return options
 
 
-@lru_cache(maxsize=32)
-def _font(size_px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    # Pillow's bundled font needs FreeType for sizes; the fixed bitmap font is the fallback.
-    if features.check("freetype2"):
-        return ImageFont.load_default(size=size_px)
-    return ImageFont.load_default()
+def _margin(cell: int, margin_at_28: int) -> int:
+    """A margin given for a 28 px cell, scaled to `cell` px: `_margin(56, 3)` → 6."""
+    return round(margin_at_28 * cell / 28)
 
 
-def _canvas(size: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
-    image = Image.new("RGB", (size, size), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    draw.fontmode = "1"  # crisp text: exact ink colour, no anti-aliased fringe
-    return image, draw
+def _block_box(column: int, row: int, cell: int, margin: int) -> list[int]:
+    """Inclusive pixel box of the block in grid cell (column, row).
 
-
-def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, box: Sequence[int], colour: tuple[int, int, int]
-) -> None:
-    x0, y0, x1, y1 = box
-    if shape == "circle":
-        draw.ellipse([x0, y0, x1, y1], fill=colour)
-    elif shape == "square":
-        draw.rectangle([x0, y0, x1, y1], fill=colour)
-    elif shape == "triangle":
-        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=colour)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; allowed: {SHAPES}")
-
-
-def _shape_area(shape: str, side: float) -> float:
-    """Area of a shape drawn in a side×side box (the triangle's base and height are the side)."""
-    return {
-        "square": side * side,
-        "circle": math.pi * side * side / 4,
-        "triangle": side * side / 2,
-    }[shape]
-
-
-def _side_for_area(shape: str, area: float) -> float:
-    return math.sqrt(area / _shape_area(shape, 1.0))
-
-
-def _draw_counting(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    """Count one colour-and-shape kind among distractors placed in distinct cells of a 4×4 grid.
-
-    Level 1: 1-3 targets, 1-2 distractors that differ in both colour and shape.
-    Level 2: 1-5 targets, 2-4 distractors that share the colour or the shape.
-    Level 3: 0-7 targets, 3-6 distractors (mostly sharing one attribute), smaller shapes.
+    >>> _block_box(1, 2, 28, 3)
+    [31, 59, 52, 80]
     """
+    return [
+        column * cell + margin,
+        row * cell + margin,
+        (column + 1) * cell - 1 - margin,
+        (row + 1) * cell - 1 - margin,
+    ]
+
+
+def _canvas(grid: int, cell: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("RGB", (grid * cell, grid * cell), BACKGROUND)
+    return image, ImageDraw.Draw(image)
+
+
+def _scattered_blocks(
+    rng: random.Random, count: int, grid: int, cell: int
+) -> tuple[Image.Image, dict[str, Any]]:
+    """`count` blocks of random colours in distinct random cells, and the scene that says so.
+
+    Cells are numbered row by row (`cell = row * grid + column`); the scene lists the blocks in
+    that reading order.
+    """
+    cells = sorted(rng.sample(range(grid * grid), count))
     colour_names = list(COLOURS)
-    target_colour, target_shape = rng.choice(colour_names), rng.choice(SHAPES)
-    n_target = rng.randint(*{1: (1, 3), 2: (1, 5), 3: (0, 7)}[difficulty])
-    n_distractors = rng.randint(*{1: (1, 2), 2: (2, 4), 3: (3, 6)}[difficulty])
-    other_colours = [c for c in colour_names if c != target_colour]
-    other_shapes = [s for s in SHAPES if s != target_shape]
+    blocks = [{"cell": index, "colour": rng.choice(colour_names)} for index in cells]
+    margin = _margin(cell, BLOCK_MARGIN_AT_28)
+    image, draw = _canvas(grid, cell)
+    for block in blocks:
+        row, column = divmod(block["cell"], grid)
+        draw.rectangle(_block_box(column, row, cell, margin), fill=COLOURS[block["colour"]])
+    scene = {"grid": grid, "cell_px": cell, "margin_px": margin, "blocks": blocks}
+    return image, scene
 
-    kinds = [(target_colour, target_shape)] * n_target
-    for _ in range(n_distractors):
-        if difficulty == 1 or (difficulty == 3 and rng.random() < 0.25):
-            kinds.append((rng.choice(other_colours), rng.choice(other_shapes)))
-        elif rng.random() < 0.5:
-            kinds.append((target_colour, rng.choice(other_shapes)))
-        else:
-            kinds.append((rng.choice(other_colours), target_shape))
-    rng.shuffle(kinds)
 
-    grid = 4
-    cell = size // grid
-    margin = 2  # inside each cell, so neighbouring shapes are at least 2*margin px apart
-    low, high = {1: (0.6, 0.8), 2: (0.5, 0.75), 3: (0.4, 0.7)}[difficulty]
-    image, draw = _canvas(size)
-    objects = []
-    for cell_index, (colour, shape) in zip(
-        rng.sample(range(grid * grid), len(kinds)), kinds, strict=True
-    ):
-        side = max(6, min(cell - 2 * margin, round(cell * rng.uniform(low, high))))
-        x0 = (cell_index % grid) * cell + rng.randint(margin, cell - margin - side)
-        y0 = (cell_index // grid) * cell + rng.randint(margin, cell - margin - side)
-        box = [x0, y0, x0 + side - 1, y0 + side - 1]
-        _draw_shape(draw, shape, box, COLOURS[colour])
-        objects.append({"shape": shape, "colour": colour, "box": box})
-
-    count = sum(1 for o in objects if o["colour"] == target_colour and o["shape"] == target_shape)
-    same_colour = sum(1 for o in objects if o["colour"] == target_colour)
-    same_shape = sum(1 for o in objects if o["shape"] == target_shape)
+def _draw_counting(rng: random.Random, difficulty: int, grid: int, cell: int) -> _Drawn:
+    """Count 1..grid² scattered blocks."""
+    count = rng.randint(1, grid * grid)
+    image, scene = _scattered_blocks(rng, count, grid, cell)
     return _Drawn(
-        question=f"How many {target_colour} {target_shape}s are in the image?",
+        question="How many blocks are in the image?",
         image=image,
-        scene={
-            "kind": "shapes",
-            "target": {"colour": target_colour, "shape": target_shape},
-            "objects": objects,
-        },
+        scene=scene,
         integer_answer=count,
-        near_misses=(same_colour, same_shape, len(objects)),
     )
 
 
-def _draw_bar_chart(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    """Read one bar's value off a chart with a labelled y axis.
-
-    Level 1: 2-3 bars, values 1-5, a labelled gridline at every unit.
-    Level 2: 3-4 bars, values 1-10, gridlines every unit, labels every 2.
-    Level 3: 4-5 bars, values 1-20, gridlines and labels every 5 (values between gridlines).
-    """
-    n_bars = rng.randint(*{1: (2, 3), 2: (3, 4), 3: (4, 5)}[difficulty])
-    max_value, grid_step, label_step = {1: (5, 1, 1), 2: (10, 1, 2), 3: (20, 5, 5)}[difficulty]
+def _draw_bar_chart(rng: random.Random, difficulty: int, grid: int, cell: int) -> _Drawn:
+    """Add up 1..min(3, grid) bars: columns of 1..grid blocks standing on the bottom row, each bar
+    in its own colour and column."""
+    n_bars = rng.randint(1, min(3, grid))
+    columns = rng.sample(range(grid), n_bars)
     colours = rng.sample(list(COLOURS), n_bars)
-    values = [rng.randint(1, max_value) for _ in range(n_bars)]
-    asked = rng.randrange(n_bars)
-
-    font_px = max(8, size // 11)
-    font = _font(font_px)
-    left, right = round(size * 0.22), size - max(3, size // 28)
-    top, baseline = max(4, size // 14), size - max(4, size // 14)
-    unit_px = (baseline - top) / max_value
-
-    image, draw = _canvas(size)
-    for tick in range(0, max_value + 1, grid_step):
-        y = baseline - round(tick * unit_px)
-        if tick:
-            draw.line([(left, y), (right, y)], fill=GRIDLINE, width=1)
-        if tick % label_step == 0:
-            # Right-aligned against the axis, centred on the gridline, measured by hand because
-            # the bitmap fallback font has no text anchors.
-            x_min, y_min, x_max, y_max = draw.textbbox((0, 0), str(tick), font=font)
-            draw.text((left - 3 - x_max, y - (y_min + y_max) / 2), str(tick), fill=INK, font=font)
-    draw.line([(left, top), (left, baseline)], fill=INK, width=1)
-    draw.line([(left, baseline), (right, baseline)], fill=INK, width=1)
-
-    slot = (right - left - 2) / n_bars
-    bar_width = max(4, round(slot * 0.6))
+    heights = [rng.randint(1, grid) for _ in range(n_bars)]
+    margin = _margin(cell, BAR_MARGIN_AT_28)
+    image, draw = _canvas(grid, cell)
     bars = []
-    for index, (colour, value) in enumerate(zip(colours, values, strict=True)):
-        x0 = left + 2 + round(index * slot + (slot - bar_width) / 2)
-        height = round(value * unit_px)
-        box = [x0, baseline - height, x0 + bar_width - 1, baseline - 1]
-        draw.rectangle(box, fill=COLOURS[colour])
-        bars.append({"colour": colour, "value": value, "box": box})
-
-    answer = values[asked]
-    others = tuple(v for i, v in enumerate(values) if i != asked)
+    for column, colour, height in sorted(zip(columns, colours, heights, strict=True)):
+        for row in range(grid - height, grid):
+            draw.rectangle(_block_box(column, row, cell, margin), fill=COLOURS[colour])
+        bars.append({"column": column, "height": height, "colour": colour})
     return _Drawn(
-        question=f"What is the value of the {colours[asked]} bar?",
+        question="What do the bars add up to?",
         image=image,
-        scene={
-            "kind": "bar_chart",
-            "max_value": max_value,
-            "grid_step": grid_step,
-            "label_step": label_step,
-            "baseline_y": baseline,
-            "unit_px": unit_px,
-            "asked": colours[asked],
-            "bars": bars,
-        },
-        integer_answer=answer,
-        near_misses=(*others, answer + grid_step, answer - grid_step),
+        scene={"grid": grid, "cell_px": cell, "margin_px": margin, "bars": bars},
+        integer_answer=sum(heights),
     )
 
 
-def _draw_comparison(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    """Pick the longer line or the larger shape (multiple choice over colour names).
-
-    Length ratio longest / next: level 1 1.5-2.0 (2 horizontal lines), level 2 1.2-1.4
-    (2 slanted lines), level 3 1.08-1.18 (3 lines at any angle). Area ratio: level 1 1.6-2.2
-    and level 2 1.25-1.5 (two shapes of one kind), level 3 1.15-1.3 (two different kinds).
-    """
-    if rng.random() < 0.5:
-        return _draw_line_comparison(rng, difficulty, size)
-    return _draw_area_comparison(rng, difficulty, size)
-
-
-def _draw_line_comparison(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    n_lines = 3 if difficulty == 3 else 2
-    ratio = rng.uniform(*{1: (1.5, 2.0), 2: (1.2, 1.4), 3: (1.08, 1.18)}[difficulty])
-    width = 2 if difficulty == 3 else 3
-    margin = max(4, size // 18)
-    max_length = 0.85 * (size - 2 * margin)
-    lengths = [rng.uniform(0.6, 1.0) * max_length]
-    lengths.append(lengths[0] / ratio)
-    if n_lines == 3:
-        lengths.append(lengths[1] / rng.uniform(1.05, 1.4))
-    colours = rng.sample(list(COLOURS), n_lines)
-    bands = rng.sample(range(n_lines), n_lines)
-    band_height = size / n_lines
-
-    image, draw = _canvas(size)
-    lines = []
-    for colour, length, band in zip(colours, lengths, bands, strict=True):
-        room = band_height - 2 * margin - width
-        steepest = math.asin(min(1.0, max(0.0, room) / length))
-        limit = {1: 0.0, 2: min(math.radians(25), steepest), 3: steepest}[difficulty]
-        angle = rng.uniform(-limit, limit)
-        dx, dy = length * math.cos(angle), length * math.sin(angle)
-        x_start = rng.uniform(margin, size - margin - dx)
-        y_mid = (
-            band * band_height + band_height / 2 + rng.uniform(-1, 1) * max(0.0, room - abs(dy)) / 2
-        )
-        start = [round(x_start), round(y_mid - dy / 2)]
-        end = [round(x_start + dx), round(y_mid + dy / 2)]
-        draw.line([tuple(start), tuple(end)], fill=COLOURS[colour], width=width)
-        drawn_length = math.dist(start, end)
-        lines.append({"colour": colour, "start": start, "end": end, "length": drawn_length})
-
-    options = [line["colour"] for line in lines]
-    rng.shuffle(options)
-    longest = max(lines, key=lambda line: line["length"])["colour"]
-    if n_lines == 2:
-        question = f"Which is longer, the {options[0]} line or the {options[1]} line?"
-    else:
-        question = "Which line is the longest?"
+def _draw_comparison(rng: random.Random, difficulty: int, grid: int, cell: int) -> _Drawn:
+    """Are the 1..grid² scattered blocks more than m? m is another count in 1..grid²-1, never
+    the block count itself, so the answer is never a tie (yes / no, always multiple choice)."""
+    count = rng.randint(1, grid * grid)
+    image, scene = _scattered_blocks(rng, count, grid, cell)
+    thresholds = [value for value in range(1, grid * grid) if value != count]
+    threshold = rng.choice(thresholds) if thresholds else 0
+    scene["m"] = threshold
     return _Drawn(
-        question=question,
+        question=f"Are there more blocks than {threshold}?",
         image=image,
-        scene={"kind": "lines", "width": width, "lines": lines},
-        options=tuple(options),
-        gold_option=options.index(longest),
+        scene=scene,
+        options=("yes", "no"),
+        gold_option=0 if count > threshold else 1,
     )
 
 
-def _draw_area_comparison(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    ratio = rng.uniform(*{1: (1.6, 2.2), 2: (1.25, 1.5), 3: (1.15, 1.3)}[difficulty])
-    if difficulty == 3:
-        big_shape, small_shape = rng.sample(SHAPES, 2)
-    else:
-        big_shape = small_shape = rng.choice(SHAPES)
-    margin = max(4, size // 18)
-    max_side = size // 2 - 2 * margin
-    big_side = rng.uniform(0.7, 1.0) * max_side
-    small_side = _side_for_area(small_shape, _shape_area(big_shape, big_side) / ratio)
-    # Scaling both sides by one factor keeps the area ratio.
-    shrink = min(1.0, max_side / max(big_side, small_side))
-    sides = {"big": round(big_side * shrink), "small": round(small_side * shrink)}
-    colours = rng.sample(list(COLOURS), 2)
-    big_on_left = rng.random() < 0.5
-
-    image, draw = _canvas(size)
-    shapes = []
-    for which, shape, colour in (
-        ("big", big_shape, colours[0]),
-        ("small", small_shape, colours[1]),
-    ):
-        side = sides[which]
-        half = 0 if (which == "big") == big_on_left else 1
-        x0 = half * (size // 2) + rng.randint(margin, size // 2 - margin - side)
-        y0 = rng.randint(margin, size - margin - side)
-        box = [x0, y0, x0 + side - 1, y0 + side - 1]
-        _draw_shape(draw, shape, box, COLOURS[colour])
-        shapes.append(
-            {"shape": shape, "colour": colour, "box": box, "area": _shape_area(shape, side)}
-        )
-    shapes.sort(key=lambda s: s["box"][0])
-
-    options = [shape["colour"] for shape in shapes]
-    rng.shuffle(options)
-    larger = max(shapes, key=lambda s: s["area"])["colour"]
-    return _Drawn(
-        question=f"Which shape has the larger area, the {options[0]} one or the {options[1]} one?",
-        image=image,
-        scene={"kind": "areas", "shapes": shapes},
-        options=tuple(options),
-        gold_option=options.index(larger),
-    )
-
-
-def _draw_arithmetic(rng: random.Random, difficulty: int, size: int) -> _Drawn:
-    """Compute with the numbers written in the image (one number per cell of a 3×3 grid).
-
-    Level 1: sum of two numbers 1-9. Level 2: sum of three numbers 1-20, or larger minus smaller
-    of two. Level 3: sum of four numbers 1-50, product of two numbers 2-12, or a difference of
-    two numbers 10-99.
-    """
-    if difficulty == 1:
-        operation, numbers = "sum", [rng.randint(1, 9) for _ in range(2)]
-    elif difficulty == 2:
-        operation = rng.choice(["sum", "difference"])
-        numbers = [rng.randint(1, 20) for _ in range(3 if operation == "sum" else 2)]
-    else:
-        operation = rng.choice(["sum", "product", "difference"])
-        if operation == "sum":
-            numbers = [rng.randint(1, 50) for _ in range(4)]
-        elif operation == "product":
-            numbers = [rng.randint(2, 12) for _ in range(2)]
-        else:
-            numbers = [rng.randint(10, 99) for _ in range(2)]
-
+def _draw_arithmetic(rng: random.Random, difficulty: int, grid: int, cell: int) -> _Drawn:
+    """Count the scattered blocks, then add m (all levels), remove m (levels 2-3) or multiply by
+    m points each (level 3)."""
+    operation = rng.choice(ARITHMETIC_OPERATIONS[difficulty])
+    # Removing needs at least two blocks, so that one is removed and one is left.
+    count = rng.randint(2 if operation == "difference" else 1, grid * grid)
+    image, scene = _scattered_blocks(rng, count, grid, cell)
     if operation == "sum":
-        answer = sum(numbers)
-        question = "What is the sum of the numbers in the image?"
-        near_misses = tuple(answer - n for n in numbers) + (answer + 10, answer - 10)
+        m = rng.randint(1, 9)
+        question, answer = f"How many blocks would there be with {m} more?", count + m
     elif operation == "difference":
-        answer = max(numbers) - min(numbers)
-        question = "What is the larger number in the image minus the smaller one?"
-        near_misses = (sum(numbers), answer + 10, answer - 10)
+        m = rng.randint(1, count - 1)
+        question, answer = f"How many blocks are left after removing {m}?", count - m
     else:
-        answer = numbers[0] * numbers[1]
-        question = "What is the product of the two numbers in the image?"
-        near_misses = (sum(numbers), answer + numbers[0], answer - numbers[1])
-
-    grid = 3
-    cell = size // grid
-    font = _font(max(8, round(cell * 0.55)))
-    image, draw = _canvas(size)
-    placed = []
-    for cell_index, value in zip(
-        rng.sample(range(grid * grid), len(numbers)), numbers, strict=True
-    ):
-        text = str(value)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        slack_x = max(0, cell - (right - left) - 2)
-        slack_y = max(0, cell - (bottom - top) - 2)
-        x = (cell_index % grid) * cell + 1 + rng.randint(0, slack_x) - left
-        y = (cell_index // grid) * cell + 1 + rng.randint(0, slack_y) - top
-        draw.text((x, y), text, fill=INK, font=font)
-        placed.append(
-            {
-                "value": value,
-                "cell": cell_index,
-                "box": list(draw.textbbox((x, y), text, font=font)),
-            }
-        )
-    return _Drawn(
-        question=question,
-        image=image,
-        scene={"kind": "numbers", "operation": operation, "numbers": placed},
-        integer_answer=answer,
-        near_misses=near_misses,
-    )
+        m = rng.randint(2, 5)
+        question = f"How many points are the blocks worth at {m} points each?"
+        answer = count * m
+    scene.update(operation=operation, m=m)
+    return _Drawn(question=question, image=image, scene=scene, integer_answer=answer)
 
 
-FAMILY_DRAWERS: dict[str, Callable[[random.Random, int, int], _Drawn]] = {
+FAMILY_DRAWERS: dict[str, Callable[[random.Random, int, int, int], _Drawn]] = {
     "counting": _draw_counting,
     "bar_chart": _draw_bar_chart,
     "comparison": _draw_comparison,
     "arithmetic": _draw_arithmetic,
 }
+"""Per family: draw a problem from (rng, difficulty, grid cells per side, cell px)."""
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _scene_field(scene: Mapping[str, Any], name: str) -> Any:
+    if name not in scene:
+        raise ValueError(f"scene has no {name!r} field; it holds {sorted(scene)}")
+    return scene[name]
 
 
-def _distinct_numbers(values: Sequence[float]) -> list[str]:
-    """`values` rounded to whole numbers, or to more decimals when rounding would make the
-    largest one equal to another (so a rationale never says "54 and 54 ... the first is longer").
-
-    >>> _distinct_numbers([54.2, 38.9]), _distinct_numbers([40.4, 39.6, 12.0])
-    (['54', '39'], ['40.4', '39.6', '12.0'])
-    """
-    largest = max(values)
-    for decimals in range(3):
-        texts = [f"{value:.{decimals}f}" for value in values]
-        top = f"{largest:.{decimals}f}"
-        if sum(text == top for text in texts) == sum(value == largest for value in values):
-            return texts
-    return [f"{value:.3f}" for value in values]
+def _block_count(scene: Mapping[str, Any]) -> int:
+    blocks = _scene_field(scene, "blocks")
+    if not isinstance(blocks, list):
+        raise ValueError(f"scene blocks must be a list of blocks, got {blocks!r}")
+    return len(blocks)
 
 
 def _counting_solution(scene: Mapping[str, Any]) -> list[str]:
-    colour, shape = scene["target"]["colour"], scene["target"]["shape"]
-    count = sum(obj["colour"] == colour and obj["shape"] == shape for obj in scene["objects"])
-    return [
-        f"I look for {colour} {shape}s.",
-        f"I see {_plural(count, f'{colour} {shape}')}.",
-        f"So there {'is' if count == 1 else 'are'} {count}.",
-    ]
+    return [f"I count {_block_count(scene)} blocks."]
 
 
 def _bar_chart_solution(scene: Mapping[str, Any]) -> list[str]:
-    asked = scene["asked"]
-    (value,) = [bar["value"] for bar in scene["bars"] if bar["colour"] == asked]
-    step = scene["grid_step"]
-    if value % step == 0:
-        reading = f"It reaches {value}."
-    else:
-        # Off-grid values (level 3) are read between the two gridlines around the bar's top.
-        below = value - value % step
-        reading = f"It ends between {below} and {below + step}, at {value}."
-    return [f"I find the {asked} bar.", reading, f"So the value is {value}."]
+    total = sum(bar["height"] for bar in _scene_field(scene, "bars"))
+    return [f"The bars add up to {total} blocks."]
 
 
 def _comparison_solution(scene: Mapping[str, Any]) -> list[str]:
-    # Listed in reading order (lines top to bottom, shapes left to right), never longest first,
-    # so the order of mention gives nothing away.
-    if scene["kind"] == "lines":
-        lines = sorted(scene["lines"], key=lambda line: line["start"][1] + line["end"][1])
-        names = [f"{line['colour']} line" for line in lines]
-        sizes = [line["length"] for line in lines]
-        first_verb, last_suffix = "is", " long"
-        verdict = "line is longer" if len(sizes) == 2 else "line is the longest"
-    else:
-        shapes = sorted(scene["shapes"], key=lambda shape: shape["box"][0])
-        names = [f"{shape['colour']} {shape['shape']}" for shape in shapes]
-        sizes = [shape["area"] for shape in shapes]
-        first_verb, last_suffix = "covers", ""
-        verdict = "one is larger"
-    colours = [name.split(" ")[0] for name in names]
-    texts = _distinct_numbers(sizes)
-    measured = [f"The {names[0]} {first_verb} {texts[0]} px{last_suffix}"]
-    measured += [f"the {name} {text} px" for name, text in zip(names[1:], texts[1:], strict=True)]
-    winner = colours[max(range(len(sizes)), key=sizes.__getitem__)]
-    return [", ".join(measured) + ".", f"The {winner} {verdict}."]
+    count, threshold = _block_count(scene), _scene_field(scene, "m")
+    relation = ">" if count > threshold else "<"
+    return [f"I count {count} blocks.", f"{count} {relation} {threshold}."]
 
 
 def _arithmetic_solution(scene: Mapping[str, Any]) -> list[str]:
-    # Reading order (row by row through the 3×3 grid), as a person would list them.
-    values = [number["value"] for number in sorted(scene["numbers"], key=lambda n: n["cell"])]
-    listed = ", ".join(str(v) for v in values[:-1]) + f" and {values[-1]}"
-    operation = scene["operation"]
+    count, m = _block_count(scene), _scene_field(scene, "m")
+    operation = _scene_field(scene, "operation")
     if operation == "sum":
-        working = " + ".join(str(v) for v in values) + f" = {sum(values)}"
+        working = f"{count} + {m} = {count + m}"
     elif operation == "difference":
-        working = f"{max(values)} - {min(values)} = {max(values) - min(values)}"
+        working = f"{count} - {m} = {count - m}"
     elif operation == "product":
-        working = " * ".join(str(v) for v in values) + f" = {math.prod(values)}"
+        working = f"{count} * {m} = {count * m}"
     else:
         raise ValueError(f"scene operation must be sum, difference or product, got {operation!r}")
-    return [f"The numbers are {listed}.", f"{working}."]
+    return [f"I count {count} blocks.", f"{working}."]
 
 
 SOLUTION_WRITERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
