@@ -113,21 +113,34 @@ def sft(config: ConfigPath, overrides: Overrides = None) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path("runs"),
     fast: Annotated[bool, typer.Option(help="A seconds-long version for tests.")] = False,
-    seed: Annotated[int, typer.Option(help="Training seed (the data stay the same).")] = 0,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated seeds, e.g. 0,1,2; each changes the data, the warm start and "
+            "the RL sampling, and several add a mean over seeds with its interval."
+        ),
+    ] = "0",
 ) -> None:
     """Synthetic task + tiny model: SFT warm start, then GRPO vs CARE, evaluated and compared."""
-    from care.demo import format_table, run_demo
+    from care.demo import format_report, run_demo
 
-    rows = run_demo(out, fast=fast, seed=seed)
+    try:
+        seed_list = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError as error:
+        raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of integers") from error
+    results = run_demo(out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo)
     typer.echo("")
-    typer.echo(format_table(rows))
-    typer.echo("")
+    typer.echo(format_report(results))
     typer.echo("runs:")
-    for row in rows:
-        typer.echo(f"  {row.estimator:18s} {row.run_dir}")
+    for result in results:
+        for model in result.models:
+            typer.echo(f"  seed {result.seed} {model.name:18s} {model.run_dir}")
     typer.echo("")
+    typer.echo(
+        f"summary:        {out / ('demo_fast_summary.json' if fast else 'demo_summary.json')}"
+    )
     typer.echo(f"browse them:    care dashboard --runs {out}")
-    typer.echo(f"inspect a run:  care inspect {rows[-1].run_dir}")
+    typer.echo(f"inspect a run:  care inspect {results[-1].models[-1].run_dir}")
 
 
 @app.command("eval")

@@ -1,68 +1,129 @@
 """``care demo``: the whole loop on a CPU, offline, from nothing.
 
-1. synthesise the visual-reasoning task (train/test splits, rendered with PIL);
-2. build a tiny random Qwen2.5-VL-architecture model and warm-start it with SFT;
-3. train GRPO and CARE from that same warm start with the same budget;
+Per seed:
+
+1. synthesise the visual-reasoning task (train / validation / test splits, rendered with PIL);
+2. build a tiny random Qwen2.5-VL-architecture model and warm-start it with a short SFT;
+3. train GRPO and CARE from that same warm start with the same budget and settings, scoring the
+   validation split greedily every ``train.eval_every`` steps (``val/acc`` in ``steps.jsonl``);
 4. evaluate the warm start and both final checkpoints on the test split through the lmms-eval
-   harness (task ``care_synth``: the training prompt template and verifier);
-5. print the comparison table and where everything is.
+   harness (task ``care_synth``: the training prompt template and verifier, greedy), and the
+   warm start once more with every test image replaced by a blank one (does the image matter?);
+5. report each model's accuracy (per difficulty too), each RL gain over the warm start and the
+   CARE - GRPO difference with 95 % paired-bootstrap intervals over the test items, and, with
+   several seeds, the mean over seeds with a Student-t interval.
+
+What a seed changes: the synthetic data (which problems and images), the tiny model's
+initialisation and the SFT batch order, and the RL runs' prompt order and sampling. Within one
+seed GRPO and CARE share all of them, so their difference is paired item by item.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from care.config import TrainConfig, load_config
 from care.data.synth import write_synthetic_dataset
 from care.metrics.smoothness import smoothness_summary
 from care.runlog import RunReader
+from care.stats import Interval, mean_interval, paired_bootstrap, wilson_interval
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+WARM_START = "sft (warm start)"
 
 
 @dataclass(frozen=True)
 class DemoSize:
+    """The demo's config file and split sizes (the test split decides how small a difference
+    the intervals can show: at 600 items a paired interval is a few points wide)."""
+
     config: str
     n_train: int
+    n_val: int
     n_test: int
+    image_size: int
 
 
 SIZES = {
-    "full": DemoSize("demo.yaml", n_train=600, n_test=120),
-    "fast": DemoSize("demo_fast.yaml", n_train=48, n_test=12),
+    "full": DemoSize("demo.yaml", n_train=8000, n_val=200, n_test=600, image_size=112),
+    "fast": DemoSize("demo_fast.yaml", n_train=48, n_val=8, n_test=12, image_size=56),
 }
 
 
 @dataclass
-class DemoRow:
-    estimator: str
+class ModelResult:
+    """One evaluated model of one seed: its per-item test scores (in test-file order) and, for
+    an RL run, what its training logged."""
+
+    name: str
     run_dir: Path
-    test_accuracy: float
-    failure_share: float
-    rescue_rate: float
-    rgr_pass_rate: float
-    acc_diff_std: float
+    checkpoint: Path
+    scores: np.ndarray
+    training: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.scores.mean())
 
 
-def _mean(steps: list[dict[str, Any]], key: str) -> float:
-    values = [s[key] for s in steps if s.get(key) is not None]
-    return float(np.mean(values)) if values else float("nan")
+@dataclass
+class SeedResult:
+    """Everything one seed produced: the warm start, the RL runs, the blank-image check."""
+
+    seed: int
+    data_dir: Path
+    difficulties: np.ndarray
+    models: list[ModelResult]
+    blank_scores: np.ndarray
+
+    def model(self, name: str) -> ModelResult:
+        return next(m for m in self.models if m.name == name)
+
+    def gain(self, name: str) -> Interval:
+        """``name``'s accuracy minus the warm start's, paired by test item."""
+        return paired_bootstrap(self.model(WARM_START).scores, self.model(name).scores)
+
+    def blank_drop(self) -> Interval:
+        """Warm-start accuracy with blank images minus with the real ones (negative: the image
+        carries what the answers need)."""
+        return paired_bootstrap(self.model(WARM_START).scores, self.blank_scores)
 
 
 def _config(size: DemoSize, overrides: list[str]) -> TrainConfig:
     return load_config(CONFIG_DIR / size.config, overrides)
 
 
-def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig) -> float:
-    """Score ``checkpoint`` on the test split through the lmms-eval harness (task care_synth):
-    the same prompt template and verifier as training, greedy decoding. Results land in
-    ``<run>/eval/<checkpoint>/``."""
+def _blank_test_split(data_dir: Path) -> Path:
+    """A copy of the test split whose every image is white (same size): ``<data>/blank/``."""
+    blank = data_dir / "blank"
+    (blank / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        names = []
+        for position, image in enumerate(row["images"]):
+            with Image.open(data_dir / image) as source:
+                size = source.size
+            name = f"images/{row['id']}-{position}.png"
+            Image.new("RGB", size, (255, 255, 255)).save(blank / name)
+            names.append(name)
+        lines.append(json.dumps({**row, "images": names}))
+    (blank / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return blank
+
+
+def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig, out_dir: Path) -> np.ndarray:
+    """Per-item greedy accuracy of ``checkpoint`` on ``data_dir/test.jsonl`` through the
+    lmms-eval harness (task care_synth: the training prompt template and verifier), in
+    test-file order. Results land in ``out_dir``."""
     from evaluation.runner import EvalSettings, run_eval
 
     report = run_eval(
@@ -70,6 +131,7 @@ def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig) -> float:
             checkpoint=checkpoint,
             data_root=data_dir,
             tasks=("care_synth",),
+            out_dir=out_dir,
             max_new_tokens=cfg.rollout.max_new_tokens,
             batch_size=cfg.rollout.batch_rows,
             device="cpu",
@@ -80,85 +142,273 @@ def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig) -> float:
     )
     if not report.ok:
         raise RuntimeError(f"evaluation of {checkpoint} failed: {report.failures}")
-    summary = json.loads((report.out_dir / "care_synth.json").read_text())
-    return float(summary["accuracy"])
+    answers = [
+        json.loads(line)["answer"]
+        for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    scores = np.full(len(answers), np.nan)
+    samples = (report.out_dir / "care_synth_samples.jsonl").read_text(encoding="utf-8")
+    for line in samples.splitlines():
+        sample = json.loads(line)
+        doc = int(sample["doc_id"])
+        if not 0 <= doc < len(answers) or str(sample["answer"]) != str(answers[doc]):
+            raise RuntimeError(
+                f"{report.out_dir / 'care_synth_samples.jsonl'}: doc_id {doc} does not match "
+                f"row {doc} of {data_dir / 'test.jsonl'}"
+            )
+        scores[doc] = float(sample["acc"])
+    if np.isnan(scores).any():
+        missing = int(np.isnan(scores).sum())
+        raise RuntimeError(f"evaluation of {checkpoint}: {missing} test items have no score")
+    return scores
 
 
-def run_demo(
-    out: Path, *, fast: bool = False, seed: int = 0, estimators: tuple[str, ...] = ("grpo", "care")
-) -> list[DemoRow]:
-    """Run the demo under ``out`` (data in ``out/data``, runs in ``out/demo_seed<seed>_*``)."""
+def _mean(steps: Sequence[dict[str, Any]], key: str) -> float:
+    values = [s[key] for s in steps if s.get(key) is not None]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _training_summary(run_dir: Path) -> dict[str, float]:
+    """What the demo table shows of a run's log: its failure-signal share, rescue and RGR rates,
+    smoothness, training accuracy over the first and last 10 steps, and the validation curve's
+    first and last points."""
+    records = RunReader(run_dir).steps
+    steps = [s for s in records if s.get("acc/mean") is not None]
+    validation = [s["val/acc"] for s in records if s.get("val/acc") is not None]
+    head, tail = steps[: min(10, len(steps))], steps[-min(10, len(steps)) :]
+    return {
+        "failure_share": _mean(steps, "signal/failure_share_seq"),
+        "rescue_rate": _mean(steps, "rescue/triggered_frac"),
+        "rgr_pass_rate": _mean(steps, "rgr/pass_rate"),
+        "acc_diff_std": smoothness_summary(steps)["smooth/acc_diff_std"],
+        "train_acc_first10": _mean(head, "acc/mean"),
+        "train_acc_last10": _mean(tail, "acc/mean"),
+        "all_wrong_first10": _mean(head, "groups/all_wrong_frac"),
+        "mixed_first10": _mean(head, "groups/mixed_frac"),
+        "val_acc_start": validation[0] if validation else math.nan,
+        "val_acc_end": validation[-1] if validation else math.nan,
+    }
+
+
+def run_seed(
+    out: Path,
+    *,
+    seed: int,
+    fast: bool = False,
+    estimators: tuple[str, ...] = ("grpo", "care"),
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> SeedResult:
+    """One seed of the demo under ``out`` (data in ``out/data_seed<seed>``, runs in
+    ``out/demo_seed<seed>_*``)."""
     from care.train.sft import run_sft
     from care.train.trainer import Trainer
 
     size = SIZES["fast" if fast else "full"]
     out = Path(out)
-    data_dir = out / ("data_fast" if fast else "data")
-    base = _config(size, [])
-    if not (data_dir / "train.jsonl").is_file():
+    tag = f"demo{'_fast' if fast else ''}_seed{seed}"
+    data_dir = out / f"data{'_fast' if fast else ''}_seed{seed}"
+    if not (data_dir / "test.jsonl").is_file():
+        echo(f"[seed {seed}] writing the synthetic task to {data_dir}")
         write_synthetic_dataset(
-            data_dir, seed=0, n_train=size.n_train, n_test=size.n_test, image_size=base.model.image_size
+            data_dir,
+            seed=seed,
+            n_train=size.n_train,
+            n_test=size.n_test,
+            n_val=size.n_val,
+            image_size=size.image_size,
         )
-    train_file, test_file = data_dir / "train.jsonl", data_dir / "test.jsonl"
-    prefix = f"demo{'_fast' if fast else ''}_seed{seed}"
+    blank_dir = _blank_test_split(data_dir)
+    difficulties = np.array(
+        [
+            json.loads(line)["difficulty"]
+            for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+    )
     common = [
         f"run.out_dir={out}",
         f"run.seed={seed}",
-        f"data.train_files=[{train_file}]",
-        f"data.test_files=[{test_file}]",
+        f"data.train_files=[{data_dir / 'train.jsonl'}]",
+        f"data.test_files=[{data_dir / 'test.jsonl'}]",
+        f"data.val_files=[{data_dir / 'val.jsonl'}]",
     ]
-    sft_cfg = _config(size, [*common, f"run.name={prefix}_sft"])
-    warm_start = run_sft(sft_cfg, progress=not fast)
-    warm_accuracy = _evaluate(warm_start, data_dir, sft_cfg)
-    rows = [
-        DemoRow("sft (warm start)", sft_cfg.run_dir, warm_accuracy, *([math.nan] * 4))
+    sft_cfg = _config(size, [*common, f"run.name={tag}_sft"])
+    echo(f"[seed {seed}] SFT warm start ({sft_cfg.sft.steps} steps)")
+    warm_start = run_sft(sft_cfg, progress=progress)
+    models = [
+        ModelResult(
+            WARM_START,
+            sft_cfg.run_dir,
+            warm_start,
+            _evaluate(warm_start, data_dir, sft_cfg, sft_cfg.run_dir / "eval" / warm_start.name),
+        )
     ]
+    blank_scores = _evaluate(
+        warm_start, blank_dir, sft_cfg, sft_cfg.run_dir / "eval" / f"{warm_start.name}_blank"
+    )
     for estimator in estimators:
         cfg = _config(
             size,
             [
                 *common,
-                f"run.name={prefix}_{estimator}",
+                f"run.name={tag}_{estimator}",
                 f"algo.estimator={estimator}",
                 f"model.path={warm_start}",
             ],
         )
-        run_dir = Trainer(cfg, progress=not fast).fit()
+        echo(f"[seed {seed}] {estimator}: {cfg.train.steps} RL steps from the warm start")
+        run_dir = Trainer(cfg, progress=progress).fit()
         final = run_dir / "checkpoints" / f"step_{cfg.train.steps}"
-        accuracy = _evaluate(final, data_dir, cfg)
-        steps = RunReader(run_dir).steps
-        smooth = smoothness_summary(steps)
-        rows.append(
-            DemoRow(
-                estimator=estimator,
-                run_dir=run_dir,
-                test_accuracy=accuracy,
-                failure_share=_mean(steps, "signal/failure_share_seq"),
-                rescue_rate=_mean(steps, "rescue/triggered_frac"),
-                rgr_pass_rate=_mean(steps, "rgr/pass_rate"),
-                acc_diff_std=smooth["smooth/acc_diff_std"],
+        scores = _evaluate(final, data_dir, cfg, run_dir / "eval" / final.name)
+        models.append(ModelResult(estimator, run_dir, final, scores, _training_summary(run_dir)))
+    return SeedResult(seed, data_dir, difficulties, models, blank_scores)
+
+
+def run_demo(
+    out: Path,
+    *,
+    seeds: Sequence[int] = (0,),
+    fast: bool = False,
+    estimators: tuple[str, ...] = ("grpo", "care"),
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> list[SeedResult]:
+    """Every seed of the demo; writes ``out/demo[_fast]_summary.json`` with what the report
+    prints, per seed and across seeds."""
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    results = [
+        run_seed(out, seed=seed, fast=fast, estimators=estimators, progress=progress, echo=echo)
+        for seed in seeds
+    ]
+    summary = Path(out) / f"demo{'_fast' if fast else ''}_summary.json"
+    summary.write_text(json.dumps(summary_data(results), indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def _interval_data(interval: Interval) -> dict[str, float]:
+    return {"estimate": interval.estimate, "low": interval.low, "high": interval.high}
+
+
+def summary_data(results: Sequence[SeedResult]) -> dict[str, Any]:
+    """The report as plain data: per seed every model's accuracy (overall and per difficulty),
+    gain over the warm start and CARE - GRPO with their intervals, the blank-image check and the
+    training summaries; across seeds the mean of each with its t-interval."""
+    seeds = []
+    for result in results:
+        rows = []
+        for model in result.models:
+            hits = int(model.scores.sum())
+            row: dict[str, Any] = {
+                "model": model.name,
+                "run_dir": str(model.run_dir),
+                "checkpoint": str(model.checkpoint),
+                "n": len(model.scores),
+                "accuracy": _interval_data(wilson_interval(hits, len(model.scores))),
+                "by_difficulty": {
+                    str(level): float(model.scores[result.difficulties == level].mean())
+                    for level in sorted(set(result.difficulties.tolist()))
+                },
+                "training": model.training,
+            }
+            if model.name != WARM_START:
+                row["gain"] = _interval_data(result.gain(model.name))
+            rows.append(row)
+        entry: dict[str, Any] = {
+            "seed": result.seed,
+            "data_dir": str(result.data_dir),
+            "models": rows,
+            "blank_images": {
+                "accuracy": float(result.blank_scores.mean()),
+                "drop": _interval_data(result.blank_drop()),
+            },
+        }
+        names = [m.name for m in result.models]
+        if "grpo" in names and "care" in names:
+            entry["care_minus_grpo"] = _interval_data(
+                paired_bootstrap(result.model("grpo").scores, result.model("care").scores)
             )
-        )
-    summary = out / f"{prefix}_summary.json"
-    summary.write_text(
-        json.dumps([{**row.__dict__, "run_dir": str(row.run_dir)} for row in rows], indent=2) + "\n"
-    )
-    return rows
+        seeds.append(entry)
+    return {"seeds": seeds, "across_seeds": _across_seeds(results)}
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _across_seeds(results: Sequence[SeedResult]) -> dict[str, dict[str, float]]:
+    """Mean over seeds with a Student-t interval (NaN bounds with one seed) of every figure."""
+    values: dict[str, list[float]] = {}
+    for result in results:
+        for model in result.models:
+            values.setdefault(f"{model.name} accuracy", []).append(model.accuracy)
+            if model.name != WARM_START:
+                values.setdefault(f"{model.name} gain", []).append(result.gain(model.name).estimate)
+        names = [m.name for m in result.models]
+        if "grpo" in names and "care" in names:
+            values.setdefault("care - grpo", []).append(
+                result.model("care").accuracy - result.model("grpo").accuracy
+            )
+        values.setdefault("warm start, blank images", []).append(float(result.blank_scores.mean()))
+    return {name: _interval_data(mean_interval(v)) for name, v in values.items()}
 
 
-def format_table(rows: list[DemoRow]) -> str:
-    header = (
-        "| run | test acc | failure-signal share | rescue rate | RGR pass rate | acc step-diff std |\n"
-        "|---|---|---|---|---|---|"
-    )
-    lines = [header]
-    for row in rows:
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def format_report(results: Sequence[SeedResult]) -> str:
+    """The demo's printed report (percent points; intervals are 95 %)."""
+    lines: list[str] = []
+    for result in results:
+        levels = sorted(set(result.difficulties.tolist()))
         lines.append(
-            f"| {row.estimator} | {_fmt(row.test_accuracy)} | {_fmt(row.failure_share)} | "
-            f"{_fmt(row.rescue_rate)} | {_fmt(row.rgr_pass_rate)} | {_fmt(row.acc_diff_std)} |"
+            f"seed {result.seed}: test accuracy on {len(result.difficulties)} held-out items "
+            "(greedy, lmms-eval task care_synth); [95 % interval]: Wilson for accuracy, paired "
+            "bootstrap over items for gains"
         )
+        level_heads = " | ".join(f"d{level}" for level in levels)
+        lines.append(
+            f"| run | test acc | {level_heads} | gain vs warm start | val acc start -> end | "
+            "failure-signal share | rescue rate | RGR pass rate |"
+        )
+        lines.append("|---" * (7 + len(levels)) + "|")
+        for model in result.models:
+            hits = int(model.scores.sum())
+            accuracy = wilson_interval(hits, len(model.scores)).format()
+            per_level = " | ".join(
+                _pct(float(model.scores[result.difficulties == level].mean())) for level in levels
+            )
+            training = model.training
+            if model.name == WARM_START:
+                gain, curve, share, rescue, rgr = "-", "-", "-", "-", "-"
+            else:
+                interval = result.gain(model.name)
+                gain = interval.format() + (" *" if interval.excludes_zero() else "")
+                curve = f"{_pct(training['val_acc_start'])} -> {_pct(training['val_acc_end'])}"
+                share = _pct(training["failure_share"])
+                rescue = _pct(training["rescue_rate"])
+                rgr = _pct(training["rgr_pass_rate"])
+            lines.append(
+                f"| {model.name} | {accuracy} | {per_level} | {gain} | {curve} | {share} | "
+                f"{rescue} | {rgr} |"
+            )
+        names = [m.name for m in result.models]
+        if "grpo" in names and "care" in names:
+            diff = paired_bootstrap(result.model("grpo").scores, result.model("care").scores)
+            verdict = "shown" if diff.excludes_zero() else "not shown: the interval holds 0"
+            lines.append(f"CARE - GRPO (paired by item): {diff.format()} ({verdict})")
+        drop = result.blank_drop()
+        lines.append(
+            f"blank-image check: the warm start scores {_pct(float(result.blank_scores.mean()))} "
+            f"with every test image blank; change {drop.format()}"
+        )
+        lines.append("(* the interval excludes 0)")
+        lines.append("")
+    if len(results) > 1:
+        lines.append(f"across {len(results)} seeds: mean [95 % Student-t interval over seeds]")
+        lines.append("| figure | mean over seeds |")
+        lines.append("|---|---|")
+        for name, data in _across_seeds(results).items():
+            interval = Interval(data["estimate"], data["low"], data["high"], len(results))
+            lines.append(f"| {name} | {interval.format()} |")
+        lines.append("")
     return "\n".join(lines)
