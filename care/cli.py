@@ -120,15 +120,31 @@ def demo(
             "the RL sampling, and several add a mean over seeds with its interval."
         ),
     ] = "0",
+    report: Annotated[
+        bool,
+        typer.Option(
+            help="Train nothing: read the finished seeds back from --out and print their report "
+            "(e.g. after running seeds as separate jobs)."
+        ),
+    ] = False,
 ) -> None:
     """Synthetic task + tiny model: SFT warm start, then GRPO vs CARE, evaluated and compared."""
-    from care.demo import format_report, run_demo
+    from care.demo import format_report, load_seed, run_demo, summary_file, write_summary
+    from care.runlog import RunLogError
 
     try:
         seed_list = [int(part) for part in seeds.split(",") if part.strip()]
     except ValueError as error:
         raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of integers") from error
-    results = run_demo(out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo)
+    if report:
+        try:
+            results = [load_seed(out, seed=seed, fast=fast) for seed in seed_list]
+        except (FileNotFoundError, RunLogError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(code=2) from error
+        write_summary(out, results, fast=fast)
+    else:
+        results = run_demo(out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo)
     typer.echo("")
     typer.echo(format_report(results))
     typer.echo("runs:")
@@ -136,9 +152,7 @@ def demo(
         for model in result.models:
             typer.echo(f"  seed {result.seed} {model.name:18s} {model.run_dir}")
     typer.echo("")
-    typer.echo(
-        f"summary:        {out / ('demo_fast_summary.json' if fast else 'demo_summary.json')}"
-    )
+    typer.echo(f"summary:        {summary_file(out, fast=fast)}")
     typer.echo(f"browse them:    care dashboard --runs {out}")
     typer.echo(f"inspect a run:  care inspect {results[-1].models[-1].run_dir}")
 

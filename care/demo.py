@@ -142,24 +142,32 @@ def _evaluate(checkpoint: Path, data_dir: Path, cfg: TrainConfig, out_dir: Path)
     )
     if not report.ok:
         raise RuntimeError(f"evaluation of {checkpoint} failed: {report.failures}")
+    return _scores_from_samples(report.out_dir, data_dir)
+
+
+def _scores_from_samples(eval_dir: Path, data_dir: Path) -> np.ndarray:
+    """Per-item accuracy from ``eval_dir/care_synth_samples.jsonl``, in the order of
+    ``data_dir/test.jsonl`` (lmms-eval's doc_id is the row index; each answer is checked)."""
+    samples_file = eval_dir / "care_synth_samples.jsonl"
+    if not samples_file.is_file():
+        raise FileNotFoundError(f"{samples_file}: no evaluation samples (did this run finish?)")
     answers = [
         json.loads(line)["answer"]
         for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
     ]
     scores = np.full(len(answers), np.nan)
-    samples = (report.out_dir / "care_synth_samples.jsonl").read_text(encoding="utf-8")
-    for line in samples.splitlines():
+    for line in samples_file.read_text(encoding="utf-8").splitlines():
         sample = json.loads(line)
         doc = int(sample["doc_id"])
         if not 0 <= doc < len(answers) or str(sample["answer"]) != str(answers[doc]):
             raise RuntimeError(
-                f"{report.out_dir / 'care_synth_samples.jsonl'}: doc_id {doc} does not match "
-                f"row {doc} of {data_dir / 'test.jsonl'}"
+                f"{samples_file}: doc_id {doc} does not match row {doc} of "
+                f"{data_dir / 'test.jsonl'}"
             )
         scores[doc] = float(sample["acc"])
     if np.isnan(scores).any():
         missing = int(np.isnan(scores).sum())
-        raise RuntimeError(f"evaluation of {checkpoint}: {missing} test items have no score")
+        raise RuntimeError(f"{samples_file}: {missing} test items have no score")
     return scores
 
 
@@ -219,12 +227,7 @@ def run_seed(
             image_size=size.image_size,
         )
     blank_dir = _blank_test_split(data_dir)
-    difficulties = np.array(
-        [
-            json.loads(line)["difficulty"]
-            for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
-        ]
-    )
+    difficulties = _test_difficulties(data_dir)
     common = [
         f"run.out_dir={out}",
         f"run.seed={seed}",
@@ -264,6 +267,49 @@ def run_seed(
     return SeedResult(seed, data_dir, difficulties, models, blank_scores)
 
 
+def _test_difficulties(data_dir: Path) -> np.ndarray:
+    return np.array(
+        [
+            json.loads(line)["difficulty"]
+            for line in (data_dir / "test.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+    )
+
+
+def load_seed(
+    out: Path, *, seed: int, fast: bool = False, estimators: tuple[str, ...] = ("grpo", "care")
+) -> SeedResult:
+    """A finished seed read back from ``out`` (its runs, their lmms-eval samples and the
+    blank-image evaluation), without training or evaluating anything: ``care demo --report``.
+
+    Raises FileNotFoundError or RunLogError naming the first missing file or run folder (a seed
+    that did not finish).
+    """
+    out = Path(out)
+    tag = f"demo{'_fast' if fast else ''}_seed{seed}"
+    data_dir = out / f"data{'_fast' if fast else ''}_seed{seed}"
+    sft_dir = out / f"{tag}_sft"
+    sft_steps = RunReader(sft_dir).config["sft"]["steps"]
+    warm_start = sft_dir / "checkpoints" / f"step_{sft_steps}"
+    models = [
+        ModelResult(
+            WARM_START,
+            sft_dir,
+            warm_start,
+            _scores_from_samples(sft_dir / "eval" / warm_start.name, data_dir),
+        )
+    ]
+    blank_scores = _scores_from_samples(
+        sft_dir / "eval" / f"{warm_start.name}_blank", data_dir / "blank"
+    )
+    for estimator in estimators:
+        run_dir = out / f"{tag}_{estimator}"
+        final = run_dir / "checkpoints" / f"step_{RunReader(run_dir).config['train']['steps']}"
+        scores = _scores_from_samples(run_dir / "eval" / final.name, data_dir)
+        models.append(ModelResult(estimator, run_dir, final, scores, _training_summary(run_dir)))
+    return SeedResult(seed, data_dir, _test_difficulties(data_dir), models, blank_scores)
+
+
 def run_demo(
     out: Path,
     *,
@@ -283,9 +329,19 @@ def run_demo(
         run_seed(out, seed=seed, fast=fast, estimators=estimators, progress=progress, echo=echo)
         for seed in seeds
     ]
-    summary = Path(out) / f"demo{'_fast' if fast else ''}_summary.json"
-    summary.write_text(json.dumps(summary_data(results), indent=2) + "\n", encoding="utf-8")
+    write_summary(out, results, fast=fast)
     return results
+
+
+def summary_file(out: Path, *, fast: bool = False) -> Path:
+    return Path(out) / f"demo{'_fast' if fast else ''}_summary.json"
+
+
+def write_summary(out: Path, results: Sequence[SeedResult], *, fast: bool = False) -> Path:
+    """``out/demo[_fast]_summary.json``: `summary_data` of ``results``."""
+    path = summary_file(out, fast=fast)
+    path.write_text(json.dumps(summary_data(results), indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _interval_data(interval: Interval) -> dict[str, float]:

@@ -81,6 +81,26 @@ def test_fast_demo_summary_matches_the_harness_samples_and_the_paired_intervals(
     assert across["care accuracy"]["low"] <= mean_care <= across["care accuracy"]["high"]
 
 
+def test_report_mode_reads_finished_seeds_back_without_training(fast_demo):
+    out, stdout = fast_demo
+    summary = (out / "demo_fast_summary.json").read_text()
+    result = CliRunner().invoke(
+        app, ["demo", "--fast", "--report", "--out", str(out), "--seeds", "0,1"]
+    )
+    assert result.exit_code == 0, result.output
+    report = [
+        line for line in result.stdout.splitlines() if line.startswith(("| ", "CARE", "blank"))
+    ]
+    trained = [line for line in stdout.splitlines() if line.startswith(("| ", "CARE", "blank"))]
+    assert report == trained
+    assert (out / "demo_fast_summary.json").read_text() == summary
+    missing = CliRunner().invoke(
+        app, ["demo", "--fast", "--report", "--out", str(out), "--seeds", "7"]
+    )
+    assert missing.exit_code == 2
+    assert "demo_fast_seed7_sft" in missing.output
+
+
 def test_report_marks_a_gain_whose_interval_excludes_zero(tmp_path):
     from care.demo import ModelResult, SeedResult
 
