@@ -218,7 +218,9 @@ def compare_command(
     b: Annotated[Path, typer.Argument(help="Compared with A: the same kinds of path.")],
     items_csv: Annotated[
         Path | None,
-        typer.Option("--items-csv", help="Where the per-item diff goes (default: <B>/compare.csv)."),
+        typer.Option(
+            "--items-csv", help="Where the per-item diff goes (default: <B>/compare.csv)."
+        ),
     ] = None,
     resamples: Annotated[int, typer.Option(help="Paired-bootstrap resamples.")] = 10_000,
 ) -> None:
@@ -237,6 +239,31 @@ def compare_command(
     typer.echo(compare.to_markdown(rows), nl=False)
     csv_path.write_text(compare.items_csv(pairs), encoding="utf-8")
     typer.echo(f"per-item diff: {csv_path}", err=True)
+
+
+@app.command("errors")
+def errors_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Eval output folders or evaluated checkpoints.")
+    ],
+) -> None:
+    """Count each benchmark's items by error type (rule-based, docs/statistics.md) per path."""
+    from evaluation import compare, taxonomy
+
+    counts = {}
+    try:
+        for path in paths:
+            items = compare.load_items(compare.results_folder(path))
+            counts[str(path)] = {
+                benchmark: dict.fromkeys(taxonomy.ERROR_TYPES, 0) for benchmark in items
+            }
+            for benchmark, rows in items.items():
+                for item in rows:
+                    counts[str(path)][benchmark][item.error] += 1
+    except (compare.CompareError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(taxonomy.taxonomy_markdown(counts), nl=False)
 
 
 @app.command("inspect")

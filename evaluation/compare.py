@@ -32,6 +32,7 @@ import numpy as np
 
 from care.stats import Interval, holm, mcnemar_exact, paired_bootstrap
 from care.tables import csv_table, markdown_table
+from evaluation.taxonomy import error_type
 
 OUTCOMES = ("fixed", "broken", "both right", "both wrong")
 
@@ -42,13 +43,15 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One scored item of one side: its key, verdict and extracted answer."""
+    """One scored item of one side: its key, verdict, extracted answer and error type
+    (`evaluation.taxonomy.error_type`)."""
 
     benchmark: str
     task: str
     doc_id: Any
     correct: bool
     extracted: str | None
+    error: str
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def results_folder(path: str | Path) -> Path:
 
 
 def load_items(folder: Path) -> dict[str, list[Item]]:
-    """Every benchmark's items under its first evaluation seed, by benchmark name."""
+    """Every benchmark's items under its first evaluation seed, by benchmark name (also what
+    ``care errors`` counts)."""
     items: dict[str, list[Item]] = {}
     for path in sorted(folder.glob("*_samples.jsonl")):
         benchmark = path.name[: -len("_samples.jsonl")]
@@ -119,16 +123,16 @@ def load_items(folder: Path) -> dict[str, list[Item]]:
             continue
         first_seed = min(seed for seed, _ in records)
         items[benchmark] = [
-            Item(benchmark, r["task"], r["doc_id"], bool(r["acc"]), r.get("extracted"))
+            Item(
+                benchmark, r["task"], r["doc_id"], bool(r["acc"]), r.get("extracted"), error_type(r)
+            )
             for seed, r in records
             if seed == first_seed
         ]
     return items
 
 
-def paired(
-    benchmark: str, a: list[Item], b: list[Item]
-) -> list[tuple[Item, Item]]:
+def paired(benchmark: str, a: list[Item], b: list[Item]) -> list[tuple[Item, Item]]:
     """A's and B's items of one benchmark matched by (task, doc_id), in A's order; CompareError
     naming the benchmark and a few unmatched keys when the item sets differ."""
     b_by_key = {(item.task, str(item.doc_id)): item for item in b}
@@ -198,9 +202,7 @@ def compare_folders(
     return rows, pairs
 
 
-def _row(
-    name: str, a: np.ndarray, b: np.ndarray, resamples: int, seed: int
-) -> BenchmarkComparison:
+def _row(name: str, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> BenchmarkComparison:
     return BenchmarkComparison(
         benchmark=name,
         n=int(a.size),
@@ -251,9 +253,10 @@ def to_markdown(rows: list[BenchmarkComparison]) -> str:
 
 
 def items_csv(pairs: list[tuple[Item, Item]]) -> str:
-    """One line per item: benchmark, task, doc_id, both verdicts, the outcome, both answers."""
+    """One line per item: benchmark, task, doc_id, both verdicts, the outcome, both answers and
+    both error types (filter the file by benchmark, outcome or error type)."""
     header = ["benchmark", "task", "doc_id", "a_correct", "b_correct", "outcome",
-              "a_extracted", "b_extracted"]  # fmt: skip
+              "a_extracted", "b_extracted", "a_error", "b_error"]  # fmt: skip
     body = [
         [
             x.benchmark,
@@ -264,6 +267,8 @@ def items_csv(pairs: list[tuple[Item, Item]]) -> str:
             outcome(x.correct, y.correct),
             x.extracted,
             y.extracted,
+            x.error,
+            y.error,
         ]
         for x, y in pairs
     ]

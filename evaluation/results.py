@@ -183,9 +183,7 @@ def macro_interval(accuracies: Sequence[float], sizes: Sequence[int]) -> Interva
 
 def within_unit(interval: Interval) -> Interval:
     """`interval` clipped to [0, 1]: an accuracy's t interval over few seeds can overshoot."""
-    return dataclasses.replace(
-        interval, low=max(0.0, interval.low), high=min(1.0, interval.high)
-    )
+    return dataclasses.replace(interval, low=max(0.0, interval.low), high=min(1.0, interval.high))
 
 
 def format_interval(interval: Interval | None, digits: int = 1) -> str:

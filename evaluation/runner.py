@@ -23,8 +23,9 @@ records (one summary `<task>.json` and `<task>_samples.jsonl` per benchmark), wi
                                      prompt_version, plus accuracy_std, accuracy_interval
                                      (95 %: Wilson for one seed, t over seeds), verify_counts
                                      (rows per verdict status: ok, no_answer, unparsable,
-                                     timeout), verify_time_limit, seeds, per_seed, subtasks,
-                                     checkpoint, limit
+                                     timeout), verify_time_limit, error_types (items of
+                                     the first seed per `evaluation.taxonomy` type), seeds,
+                                     per_seed, subtasks, checkpoint, limit
     <out>/<benchmark>_samples.jsonl  one line per document and seed: task, seed, doc_id, input,
                                      answer, response, extracted, acc, fmt, verify_status
     <out>/results.md, results.csv    the results table (`evaluation.results`)
@@ -49,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from care.prompts import PROMPT_VERSION
-from care.stats import Interval, mean_interval, wilson_interval
 from care.rollout.factory import ENGINE_NAMES
+from care.stats import Interval, mean_interval, wilson_interval
 from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
@@ -68,6 +69,7 @@ from evaluation.tasks import (
     check_columns,
     expand_tasks,
 )
+from evaluation.taxonomy import type_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INCLUDE_PATH = REPO_ROOT / "benchmarks_cfg"
@@ -460,9 +462,7 @@ def _write_benchmark_outputs(
             },
         }
     accuracy, accuracy_std = mean_std([entry["accuracy"] for entry in per_seed.values()])
-    interval = accuracy_interval(
-        [(entry["correct"], entry["n"]) for entry in per_seed.values()]
-    )
+    interval = accuracy_interval([(entry["correct"], entry["n"]) for entry in per_seed.values()])
     format_rate, _ = mean_std([entry["format_rate"] for entry in per_seed.values()])
     summary = {
         "task": benchmark,
@@ -478,6 +478,9 @@ def _write_benchmark_outputs(
             for status in VERIFY_COUNTED
         },
         "verify_time_limit": settings.verify_time_limit,
+        "error_types": type_counts(
+            [record for record in records if record["seed"] == settings.seeds[0]]
+        ),
         "seeds": list(settings.seeds),
         "per_seed": per_seed,
         "checkpoint": str(settings.checkpoint),

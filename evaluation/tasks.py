@@ -445,9 +445,7 @@ def score_problem(problem: TaskProblem, response: str) -> Verdict:
     for alternative in problem.alternatives:
         if verdict.acc:
             break
-        candidate = score(
-            response, alternative, choices, problem.answer_type, time_limit=budget
-        )
+        candidate = score(response, alternative, choices, problem.answer_type, time_limit=budget)
         if candidate.acc:
             verdict = candidate
     return verdict

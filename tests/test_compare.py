@@ -17,7 +17,16 @@ def write_eval(folder: Path, benchmark: str, verdicts: list[bool], seed: int = 0
     folder.mkdir(parents=True, exist_ok=True)
     lines = [
         json.dumps(
-            {"task": benchmark, "seed": seed, "doc_id": i, "acc": ok, "extracted": "B" if ok else "C"}
+            {
+                "task": benchmark,
+                "seed": seed,
+                "doc_id": i,
+                "answer": "B",
+                "acc": ok,
+                "fmt": True,
+                "extracted": "B" if ok else "C",
+                "verify_status": "ok",
+            }
         )
         for i, ok in enumerate(verdicts)
     ]
@@ -64,9 +73,12 @@ def test_cli_prints_the_table_and_writes_the_per_item_csv(tmp_path: Path) -> Non
     assert cells[:4] == ["care_synth", "4", "50.0", "50.0"]
     assert cells[5:] == ["1", "1", "1", "1", "1", "1"]  # p, Holm p, fixed, broken, both
     lines = (b / "compare.csv").read_text().splitlines()
-    assert lines[0] == "benchmark,task,doc_id,a_correct,b_correct,outcome,a_extracted,b_extracted"
-    assert lines[2] == "care_synth,care_synth,1,0,1,fixed,C,B"
-    assert lines[3] == "care_synth,care_synth,2,1,0,broken,B,C"
+    assert lines[0] == (
+        "benchmark,task,doc_id,a_correct,b_correct,outcome,a_extracted,b_extracted,a_error,b_error"
+    )
+    # The gold is "B": a wrong "C" is a wrong option.
+    assert lines[2] == "care_synth,care_synth,1,0,1,fixed,C,B,wrong option,correct"
+    assert lines[3] == "care_synth,care_synth,2,1,0,broken,B,C,correct,wrong option"
 
 
 def test_mismatched_items_are_an_error_naming_the_benchmark(tmp_path: Path) -> None:

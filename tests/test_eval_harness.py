@@ -482,7 +482,16 @@ def test_care_eval_writes_results_skips_finished_and_fails_loudly(
     summary = json.loads((out / "care_synth.json").read_text())
     assert summary["accuracy"] == pytest.approx(expected)
     assert summary["accuracy_std"] == 0.0  # both seeds give the scripted answer
-    assert summary["verify_counts"] == {"ok": 2 * limit, "no_answer": 0, "unparsable": 0, "timeout": 0}
+    assert summary["verify_counts"] == {
+        "ok": 2 * limit,
+        "no_answer": 0,
+        "unparsable": 0,
+        "timeout": 0,
+    }
+    # The scripted reply "Answer: B" is right where the gold is B, a wrong option elsewhere,
+    # and never in the <think>/<answer> format.
+    assert summary["error_types"]["format only"] == synth_gold_b(root, limit)
+    assert summary["error_types"]["wrong option"] == limit - synth_gold_b(root, limit)
     assert summary["n"] == limit and summary["seeds"] == [0, 1]
     assert summary["prompt_version"] == "care-prompt-v1"
     assert set(summary["per_seed"]) == {"0", "1"}

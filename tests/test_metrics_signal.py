@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from care.algo.care import CareConfig, care_advantages
 from care.metrics.signal import (
     VARIANCE_RATIO_RELATIVE_TOLERANCE,
-    energy_ratio,
     batch_summary,
+    energy_ratio,
     failure_share,
     group_type_fractions,
     rgr_rates,

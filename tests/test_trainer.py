@@ -313,9 +313,7 @@ def test_logged_lr_is_the_rate_of_the_steps_updates_during_warm_up(
     assert [record["lr"] for record in RunReader(cfg.run_dir).steps] == pytest.approx(expected)
 
 
-def test_a_verifier_timeout_during_training_is_counted_in_the_step_record(
-    tmp_path, monkeypatch
-):
+def test_a_verifier_timeout_during_training_is_counted_in_the_step_record(tmp_path, monkeypatch):
     from tiny_run import ScriptedEngine
 
     from care.verify import mathexpr

@@ -859,7 +859,12 @@ def test_an_injected_math_verify_timeout_is_counted_not_hidden(monkeypatch):
     # The same answer with a budget that covers the slow parse is judged right.
     generous = score("<think>x</think><answer>\\frac{2}{4}</answer>", "\\frac{1}{2}", time_limit=5)
     assert (generous.acc, generous.status) == (True, "ok")
-    verdicts = [verdict, generous, score("no answer here", "7"), score("<think>", "7", truncated=True)]
+    verdicts = [
+        verdict,
+        generous,
+        score("no answer here", "7"),
+        score("<think>", "7", truncated=True),
+    ]
     assert status_fractions(verdicts) == {
         "verify/timeout_frac": 0.25,
         "verify/no_answer_frac": 0.25,
