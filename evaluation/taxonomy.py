@@ -11,7 +11,7 @@ that holds:
 | ``truncated`` | wrong, and generation stopped at the token limit |
 | ``no answer block`` | wrong, and no answer was found in the response |
 | ``extraction failed`` | wrong, an answer was found but could not be read as its type, or the verifier ran out of time on it |
-| ``wrong option`` | wrong, and the gold answer is option letters |
+| ``wrong option`` | wrong, and the gold or the extracted answer is option letters |
 | ``numeric near miss`` | wrong, both answers are plain numbers and within 5 % of the gold |
 | ``wrong answer`` | every other wrong answer |
 
@@ -62,9 +62,12 @@ def error_type(record: Mapping[str, Any]) -> str:
     if status in ("unparsable", "timeout"):
         return "extraction failed"
     gold = str(record.get("answer") or "").strip()
-    if gold and resolve_answer_type(gold) == "multiple_choice":
+    predicted = strip_answer_cue(str(extracted))
+    # The record holds no option texts: an option is recognised by its letter on either side
+    # (a gold given as option text still meets a predicted letter).
+    if any(text and resolve_answer_type(text) == "multiple_choice" for text in (gold, predicted)):
         return "wrong option"
-    predicted_number = parse_plain_number(strip_answer_cue(str(extracted)))
+    predicted_number = parse_plain_number(predicted)
     gold_number = parse_plain_number(gold) if gold else None
     if predicted_number is not None and gold_number is not None:
         scale = abs(gold_number.value)

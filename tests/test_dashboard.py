@@ -456,7 +456,8 @@ def test_training_signal_page_draws_four_charts_and_the_step_means(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = page("training_signal.py", runs_root, monkeypatch, run=["care", "grpo"], smoothing="0.3")
-    assert len(app.get("plotly_chart")) == 4
+    # The accuracy chart, then the four learning-signal charts.
+    assert len(app.get("plotly_chart")) == 5
     assert app.slider[0].value == pytest.approx(0.3)
     summary = app.dataframe[0].value
     care_share = np.mean([r["signal/failure_share_seq"] for r in raw_steps(runs_root / "care")])
@@ -612,7 +613,7 @@ def test_a_live_run_with_a_corrupt_line_is_drawn_with_a_warning(
 ) -> None:
     app = page("training_signal.py", runs_root, monkeypatch, run="sweep/live")
     assert "live/steps.jsonl:5: invalid JSON" in app.warning[0].value
-    assert len(app.get("plotly_chart")) == 4
+    assert len(app.get("plotly_chart")) == 5  # accuracy + four signal charts
 
 
 def test_bad_url_values_fall_back_to_defaults(

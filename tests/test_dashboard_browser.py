@@ -106,7 +106,8 @@ def test_signal_page_draws_a_plotly_chart_in_headless_chromium(tmp_path: Path) -
             )
         )
         WebDriverWait(driver, 30).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart']")) == 4
+            # The accuracy chart and the four learning-signal charts.
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart']")) == 5
         )
         heading = driver.find_element(By.CSS_SELECTOR, "h1").text
         assert heading == "Training signal"

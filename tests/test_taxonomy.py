@@ -27,6 +27,7 @@ def record(acc, extracted, answer, fmt=True, status="ok", **extra):
         (record(False, "x^{", "\\frac{1}{2}", status="unparsable"), "extraction failed"),
         (record(False, "\\frac{2}{4}", "\\frac{1}{2}", status="timeout"), "extraction failed"),
         (record(False, "C", "B"), "wrong option"),
+        (record(False, "(C)", "blue square"), "wrong option"),  # gold given as option text
         (record(False, "10.4", "10"), "numeric near miss"),  # 4 % off
         (record(False, "10.6", "10"), "wrong answer"),  # 6 % off
         (record(False, "blue", "red"), "wrong answer"),
