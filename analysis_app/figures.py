@@ -53,6 +53,7 @@ METRIC_LABELS = {
     "rgr/triggered": "RGR repairs",
     "rgr/passed": "RGR repairs passed",
     "adv/var_ratio_neg_pos": "Var(A<0) / Var(A>0)",
+    "adv/energy_ratio_neg_pos": "E[A²|A<0] / E[A²|A>0]",
     "acc/mean": "training accuracy",
     "val/acc": "held-out accuracy (greedy)",
     "reward/mean": "reward",
@@ -73,7 +74,7 @@ GROUP_TYPE_METRICS = (
     "groups/with_signal_frac",
 )
 RESCUE_RGR_METRICS = ("rescue/triggered_frac", "rescue/impossible_frac", "rgr/pass_rate")
-VARIANCE_RATIO_METRICS = ("adv/var_ratio_neg_pos",)
+VARIANCE_RATIO_METRICS = ("adv/var_ratio_neg_pos", "adv/energy_ratio_neg_pos")
 
 
 @dataclass(frozen=True)

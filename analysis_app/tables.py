@@ -472,7 +472,7 @@ def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "group": group.get("group_id"),
-                "prompt": str(group.get("prompt_id")),
+                "prompt": "" if group.get("prompt_id") is None else str(group.get("prompt_id")),
                 "G": group.get("G"),
                 "correct": group.get("n_correct"),
                 "K'": "not computed" if "hard_negatives" in missing else group.get("k_prime"),
@@ -558,7 +558,8 @@ def to_latex(
     marks: pd.DataFrame | None = None,
 ) -> str:
     """A booktabs table (\\toprule, \\midrule, \\bottomrule); the best cell of each column that
-    has a direction in `best` is \\textbf{}. The index becomes the first column. NaN -> "--".
+    has a direction in `best` is \\textbf{}. The index becomes the first column. A missing value
+    (None, NaN) is an empty cell.
 
     Example: ``to_latex(pd.DataFrame({"acc/mean": [0.5, 0.7]}, index=["a", "b"]), {"acc/mean": "max"})``
     contains ``b & \\textbf{0.700} \\\\``. `marks` (a boolean frame like `best_cells`'s)
@@ -566,7 +567,7 @@ def to_latex(
     """
     best = BEST_DIRECTION if best is None else best
     marks = best_cells(frame, best) if marks is None else marks
-    cells = _formatted(frame, digits, "--")
+    cells = _formatted(frame, digits, "")
     header = [latex_escape(frame.index.name or "")] + [latex_escape(c) for c in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
@@ -586,9 +587,10 @@ def to_latex(
     for row_label, row in cells.iterrows():
         values = []
         for column, text in row.items():
-            escaped = text if text == "--" else latex_escape(text)
-            values.append(rf"\textbf{{{escaped}}}" if marks.at[row_label, column] else escaped)
-        lines.append(" & ".join([latex_escape(row_label), *values]) + r" \\")
+            escaped = latex_escape(text)
+            bold = marks.at[row_label, column] and escaped
+            values.append(rf"\textbf{{{escaped}}}" if bold else escaped)
+        lines.append(" & ".join([latex_escape(_label(row_label)), *values]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption is not None or label is not None:
         lines.append(r"\end{table}")
@@ -602,22 +604,30 @@ def to_markdown(
     digits: int = 3,
     marks: pd.DataFrame | None = None,
 ) -> str:
-    """A GitHub Markdown table (`care.tables.markdown_table`); best cells in **bold**, NaN -> "–".
+    """A GitHub Markdown table (`care.tables.markdown_table`); best cells in **bold**; a missing
+    value (None, NaN) is an empty cell.
 
     The index becomes the first column; numeric columns are right-aligned.
     """
     best = BEST_DIRECTION if best is None else best
     marks = best_cells(frame, best) if marks is None else marks
-    cells = _formatted(frame, digits, "–")
-    cells = cells.where(~marks, "**" + cells + "**")
+    cells = _formatted(frame, digits, "")
+    cells = cells.where(~marks | (cells == ""), "**" + cells + "**")
     header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
     rows = [
-        [str(label), *values]
+        [_label(label), *values]
         for label, values in zip(frame.index, cells.values.tolist(), strict=True)
     ]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
     return markdown_table(header, rows, alignment)
+
+
+def _label(value: Any) -> str:
+    """A row label as text; a missing one (None, NaN) is empty rather than "None"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
 
 
 def _csv_cell(value: Any) -> str:
@@ -636,7 +646,7 @@ def to_csv(frame: pd.DataFrame) -> str:
     """
     header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
     rows = [
-        [str(label), *(_csv_cell(value) for value in values)]
+        [_label(label), *(_csv_cell(value) for value in values)]
         for label, values in zip(frame.index, frame.astype(object).values.tolist(), strict=True)
     ]
     return csv_table(header, rows)

@@ -15,7 +15,8 @@ Three kinds of names live here:
   when the task loads, with a message naming the file, the missing and the expected columns.
   They cannot be plain values: this file runs for every tag of every task, and one benchmark's
   missing data must not break loading another.
-- ``found_rate``: the aggregation of the ``extracted`` metric.
+- ``found_rate``, ``judged_rate``: the aggregations of the ``extracted`` and ``verify_status``
+  metrics.
 
 Example: ``care_mathvista_dataset_kwargs`` with ``CARE_DATA_ROOT=/data`` →
 ``{"data_files": {"testmini": ["/data/AI4Math/MathVista/data/testmini-00000-of-00001.parquet"]}}``.
@@ -70,6 +71,11 @@ def _version_filter(task: str) -> Callable[[Any], Any]:
 def found_rate(extracted: list[str | None]) -> float:
     """Aggregation of the ``extracted`` metric: share of rows where an answer was found."""
     return tasks.found_rate(extracted)
+
+
+def judged_rate(statuses: list[str]) -> float:
+    """Aggregation of the ``verify_status`` metric: share of rows whose answer was judged."""
+    return tasks.judged_rate(statuses)
 
 
 # --- care_mathvista

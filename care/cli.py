@@ -188,6 +188,13 @@ def eval_checkpoint(
         str, typer.Option(help="Rollout engine: hf (transformers) or vllm (needs vLLM).")
     ] = "hf",
     csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
+    verify_time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds math-verify may spend on one answer (default 0.3); rows that run out "
+            "are counted as timeouts in each benchmark's summary."
+        ),
+    ] = None,
 ) -> None:
     """Score a checkpoint on the benchmarks through lmms-eval (offline) and print the table;
     exits 1 when any benchmark fails, 2 on bad arguments or data."""
@@ -218,6 +225,7 @@ def eval_checkpoint(
             device=device,
             dtype=dtype,
             force=force,
+            verify_time_limit=verify_time_limit,
         )
         report = run_eval(settings, echo=lambda line: typer.echo(line, err=True))
     except EvalError as err:
@@ -229,6 +237,60 @@ def eval_checkpoint(
         for benchmark, reason in report.failures.items():
             typer.echo(f"failed: {benchmark}: {reason}", err=True)
         raise typer.Exit(code=1)
+
+
+@app.command("compare")
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="Baseline: an eval output folder or a checkpoint.")],
+    b: Annotated[Path, typer.Argument(help="Compared with A: the same kinds of path.")],
+    items_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--items-csv", help="Where the per-item diff goes (default: <B>/compare.csv)."
+        ),
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Paired-bootstrap resamples.")] = 10_000,
+) -> None:
+    """B - A per benchmark and macro: paired-bootstrap 95 % interval, exact McNemar p (Holm
+    across benchmarks), fixed/broken/both right/both wrong; writes the per-item diff as CSV."""
+    from evaluation import compare
+
+    try:
+        rows, pairs = compare.compare_folders(
+            a, b, resamples=resamples, note=lambda line: typer.echo(f"note: {line}", err=True)
+        )
+        csv_path = items_csv or compare.results_folder(b) / "compare.csv"
+    except (compare.CompareError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(compare.to_markdown(rows), nl=False)
+    csv_path.write_text(compare.items_csv(pairs), encoding="utf-8")
+    typer.echo(f"per-item diff: {csv_path}", err=True)
+
+
+@app.command("errors")
+def errors_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Eval output folders or evaluated checkpoints.")
+    ],
+) -> None:
+    """Count each benchmark's items by error type (rule-based, docs/statistics.md) per path."""
+    from evaluation import compare, taxonomy
+
+    counts = {}
+    try:
+        for path in paths:
+            items = compare.load_items(compare.results_folder(path))
+            counts[str(path)] = {
+                benchmark: dict.fromkeys(taxonomy.ERROR_TYPES, 0) for benchmark in items
+            }
+            for benchmark, rows in items.items():
+                for item in rows:
+                    counts[str(path)][benchmark][item.error] += 1
+    except (compare.CompareError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(taxonomy.taxonomy_markdown(counts), nl=False)
 
 
 @app.command("inspect")

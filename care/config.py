@@ -234,6 +234,13 @@ class RgrSection(_Section):
 
 class RewardSection(_Section):
     format_weight: float = Field(0.0, ge=0.0, le=1.0, description="w in (1-w)·acc + w·fmt.")
+    verify_time_limit: float = Field(
+        0.3,
+        gt=0.0,
+        le=30.0,
+        description="Seconds math-verify may spend on one answer; an answer that runs out is "
+        "scored wrong and counted in verify/timeout_frac.",
+    )
 
 
 class DapoSection(_Section):

@@ -30,19 +30,24 @@ def _checked(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
             )
 
 
-def _markdown_cell(text: str) -> str:
+def _cell_text(value: object) -> str:
+    # A missing value is an empty cell: str(None) printed "None" into papers' tables.
+    return "" if value is None else str(value)
+
+
+def _markdown_cell(value: object) -> str:
     # A pipe would end the cell and a newline the row.
-    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return _cell_text(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def markdown_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None
+    header: Sequence[str], rows: Sequence[Sequence[str | None]], align: str | None = None
 ) -> str:
     """A GitHub Markdown table, columns padded to a common width so the text reads as a table.
 
     Args:
         header: one name per column.
-        rows: cells as text, one sequence per row, as many as `header`.
+        rows: cells as text, one sequence per row, as many as `header`; None is an empty cell.
         align: one letter per column, ``l``, ``r`` or ``c``; None: all left.
 
     Returns the table, one line per row, ending in a newline. ValueError for a row of the wrong
@@ -88,8 +93,8 @@ def _pad(text: str, width: int, side: str) -> str:
     return text.center(width) if side == "c" else text.ljust(width)
 
 
-def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """CSV text (RFC 4180 quoting, "\\n" line ends) of `header` and `rows`.
+def csv_table(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
+    """CSV text (RFC 4180 quoting, "\\n" line ends) of `header` and `rows` (None: empty field).
 
     Example: ``csv_table(["a", "b"], [["1", "x,y"]])`` → ``'a,b\\n1,"x,y"\\n'``.
     """
@@ -97,5 +102,5 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([[_cell_text(value) for value in row] for row in rows])
     return buffer.getvalue()

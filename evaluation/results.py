@@ -1,4 +1,7 @@
-"""The results table: accuracy per benchmark and the macro average, mean ± std over seeds.
+"""The results table: accuracy per benchmark and the macro average, mean ± std over seeds,
+with a 95 % interval: Wilson's for one run (greedy decoding), the Student-t interval of the
+per-seed accuracies for several (sampled decoding), clipped to [0, 1]; the macro average of one
+run has the normal interval of a mean of independent proportions (`macro_interval`).
 
 A benchmark's result is its accuracy under each evaluation seed (`BenchmarkResult`). The table
 shows, per benchmark, the mean over seeds ± the sample standard deviation (``ddof=1``; none
@@ -14,18 +17,19 @@ seed-to-seed spread of the macro average itself; it needs its benchmarks to shar
     ...     BenchmarkResult("care_synth", {0: 0.75, 1: 0.85}, n=20),
     ... ])
     >>> print(to_markdown(table), end="")
-    | benchmark              |   n | seeds | accuracy (%) |
-    |:-----------------------|----:|------:|-------------:|
-    | care_mathvista         |  10 |     2 | 55.00 ± 7.07 |
-    | care_mmmu              |  20 |     2 | 30.00 ± 7.07 |
-    | care_synth             |  20 |     2 | 80.00 ± 7.07 |
-    | macro average (2 of 6) |  30 |     2 | 42.50 ± 7.07 |
+    | benchmark              |   n | seeds | accuracy (%) | 95 % interval |
+    |:-----------------------|----:|------:|-------------:|--------------:|
+    | care_mathvista         |  10 |     2 | 55.00 ± 7.07 |  [0.0, 100.0] |
+    | care_mmmu              |  20 |     2 | 30.00 ± 7.07 |  [0.0, 93.5]  |
+    | care_synth             |  20 |     2 | 80.00 ± 7.07 | [16.5, 100.0] |
+    | macro average (2 of 6) |  30 |     2 | 42.50 ± 7.07 |  [0.0, 100.0] |
 
 `load_results` reads the ``<task>.json`` summaries `evaluation.runner` writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -33,6 +37,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy import stats as scipy_stats
+
+from care.stats import CONFIDENCE, Interval, mean_interval, wilson_interval
 from care.tables import csv_table, markdown_table
 from evaluation.benchmarks import PAPER_BENCHMARKS, macro_tasks
 
@@ -73,13 +80,15 @@ class BenchmarkResult:
 
 @dataclass(frozen=True)
 class TableRow:
-    """One line of the table: mean and std over seeds, as fractions (std None for one seed)."""
+    """One line of the table: mean and std over seeds, as fractions (std None for one seed), and
+    the 95 % interval of the mean (None when the item count is unknown for one seed)."""
 
     label: str
     n: int | None
     seeds: tuple[int, ...]
     mean: float
     std: float | None
+    interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,15 @@ def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
     rows = []
     for result in results:
         seeds = tuple(sorted(result.accuracy_by_seed))
-        mean, std = mean_std([result.accuracy_by_seed[seed] for seed in seeds])
-        rows.append(TableRow(result.task, result.n, seeds, mean, std))
+        accuracies = [result.accuracy_by_seed[seed] for seed in seeds]
+        mean, std = mean_std(accuracies)
+        interval = None
+        if len(seeds) > 1:
+            interval = within_unit(mean_interval(accuracies))
+        elif result.n:
+            # acc = right / n exactly: the right count comes back by rounding.
+            interval = wilson_interval(round(mean * result.n), result.n)
+        rows.append(TableRow(result.task, result.n, seeds, mean, std, interval))
     members = [results[names.index(task)] for task in macro_tasks(names)]
     member_rows = [rows[names.index(result.task)] for result in members]
     macro = None
@@ -132,8 +148,49 @@ def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
         mean, std = mean_std(macro_by_seed)
         sizes = [row.n for row in member_rows]
         total = None if any(size is None for size in sizes) else sum(sizes)  # type: ignore[misc]
-        macro = TableRow(macro_label([result.task for result in members]), total, seeds, mean, std)
+        if len(seeds) > 1:
+            interval = within_unit(mean_interval(macro_by_seed))
+        elif total is not None:
+            interval = macro_interval([row.mean for row in member_rows], sizes)  # type: ignore[arg-type]
+        else:
+            interval = None
+        macro = TableRow(
+            macro_label([result.task for result in members]), total, seeds, mean, std, interval
+        )
     return ResultsTable(tuple(rows), macro)
+
+
+def macro_interval(accuracies: Sequence[float], sizes: Sequence[int]) -> Interval:
+    """95 % interval of the unweighted mean of independent benchmark accuracies (one run each).
+
+    The benchmarks' items are independent, so the macro average's variance is
+    Σ p_b (1 - p_b) / n_b / B²; the interval is the normal one around the mean, clipped to
+    [0, 1]. (Each benchmark's own interval is Wilson's; the average of several is close to
+    normal even where one benchmark is not.)
+
+    Example: ``macro_interval([0.5, 0.25], [10, 20])`` → 0.375 [0.193, 0.557].
+    """
+    if not accuracies or len(accuracies) != len(sizes) or any(size < 1 for size in sizes):
+        raise ValueError(
+            f"need one accuracy and one item count >= 1 per benchmark, got {accuracies}, {sizes}"
+        )
+    count = len(accuracies)
+    mean = math.fsum(accuracies) / count
+    variance = math.fsum(p * (1 - p) / n for p, n in zip(accuracies, sizes, strict=True))
+    half = float(scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(variance) / count
+    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), int(sum(sizes)))
+
+
+def within_unit(interval: Interval) -> Interval:
+    """`interval` clipped to [0, 1]: an accuracy's t interval over few seeds can overshoot."""
+    return dataclasses.replace(interval, low=max(0.0, interval.low), high=min(1.0, interval.high))
+
+
+def format_interval(interval: Interval | None, digits: int = 1) -> str:
+    """``"[35.6, 54.8]"`` in percent; empty when there is no interval."""
+    if interval is None or math.isnan(interval.low):
+        return ""
+    return f"[{100 * interval.low:.{digits}f}, {100 * interval.high:.{digits}f}]"
 
 
 def macro_label(tasks: Sequence[str]) -> str:
@@ -164,17 +221,20 @@ def to_markdown(table: ResultsTable, failed: Sequence[str] = ()) -> str:
             "" if row.n is None else str(row.n),
             str(len(row.seeds)),
             format_percent(row.mean, row.std),
+            format_interval(row.interval),
         ]
         for row in (*table.rows, *([table.macro] if table.macro else []))
     ]
-    rows += [[task, "", "", "failed"] for task in failed]
+    rows += [[task, "", "", "failed", ""] for task in failed]
+    header = ["benchmark", "n", "seeds", "accuracy (%)", "95 % interval"]
     # Callers print it or add their own line end.
-    return markdown_table(["benchmark", "n", "seeds", "accuracy (%)"], rows, "lrrr").rstrip("\n")
+    return markdown_table(header, rows, "lrrrr").rstrip("\n")
 
 
 def to_csv(table: ResultsTable) -> str:
     """CSV with one line per benchmark and the macro line: percent, 4 decimals; empty std for
-    a single seed. Columns: benchmark, n, seeds, accuracy_mean, accuracy_std."""
+    a single seed. Columns: benchmark, n, seeds, accuracy_mean, accuracy_std, ci95_low,
+    ci95_high (the 95 % interval; empty when unknown)."""
     rows = [
         [
             row.label,
@@ -182,10 +242,13 @@ def to_csv(table: ResultsTable) -> str:
             " ".join(str(seed) for seed in row.seeds),
             f"{100 * row.mean:.4f}",
             "" if row.std is None else f"{100 * row.std:.4f}",
+            "" if row.interval is None else f"{100 * row.interval.low:.4f}",
+            "" if row.interval is None else f"{100 * row.interval.high:.4f}",
         ]
         for row in (*table.rows, *([table.macro] if table.macro else []))
     ]
-    return csv_table(["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std"], rows)
+    header = ["benchmark", "n", "seeds", "accuracy_mean", "accuracy_std", "ci95_low", "ci95_high"]
+    return csv_table(header, rows)
 
 
 def load_results(out_dir: str | Path, tasks: Sequence[str]) -> list[BenchmarkResult]:

@@ -20,10 +20,14 @@ When every seed of a benchmark has succeeded, the runner writes the summary and 
 records (one summary `<task>.json` and `<task>_samples.jsonl` per benchmark), with seeds:
 
     <out>/<benchmark>.json           task, n, accuracy (mean over seeds), format_rate,
-                                     prompt_version, plus accuracy_std, seeds, per_seed,
-                                     subtasks, checkpoint, limit
+                                     prompt_version, plus accuracy_std, accuracy_interval
+                                     (95 %: Wilson for one seed, t over seeds), verify_counts
+                                     (rows per verdict status: ok, no_answer, unparsable,
+                                     timeout), verify_time_limit, error_types (items of
+                                     the first seed per `evaluation.taxonomy` type), seeds,
+                                     per_seed, subtasks, checkpoint, limit
     <out>/<benchmark>_samples.jsonl  one line per document and seed: task, seed, doc_id, input,
-                                     answer, response, extracted, acc, fmt
+                                     answer, response, extracted, acc, fmt, verify_status
     <out>/results.md, results.csv    the results table (`evaluation.results`)
     <out>/lmms_eval/<benchmark>/seed_<s>/   lmms-eval's results/samples files, log, run.json
 
@@ -47,6 +51,7 @@ from typing import Any
 
 from care.prompts import PROMPT_VERSION
 from care.rollout.factory import ENGINE_NAMES
+from care.stats import Interval, mean_interval, wilson_interval
 from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
@@ -55,8 +60,16 @@ from evaluation.results import (
     mean_std,
     to_csv,
     to_markdown,
+    within_unit,
 )
-from evaluation.tasks import DATA_ROOT_ENV, SYNTH_DIR_ENV, check_columns, expand_tasks
+from evaluation.tasks import (
+    DATA_ROOT_ENV,
+    SYNTH_DIR_ENV,
+    VERIFY_TIME_LIMIT_ENV,
+    check_columns,
+    expand_tasks,
+)
+from evaluation.taxonomy import type_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INCLUDE_PATH = REPO_ROOT / "benchmarks_cfg"
@@ -91,6 +104,8 @@ class EvalSettings:
     engine, device, dtype: care_vlm model args (device None: CUDA when available).
     include_path: the task YAML folder.
     force: redo benchmarks that already finished.
+    verify_time_limit: seconds math-verify may spend on one answer (None: the verifier's
+        default); a row that runs out is wrong and counted as ``timeout`` in the summary.
     """
 
     checkpoint: Path
@@ -108,6 +123,7 @@ class EvalSettings:
     dtype: str = "auto"
     include_path: Path = DEFAULT_INCLUDE_PATH
     force: bool = False
+    verify_time_limit: float | None = None
 
     @property
     def resolved_out_dir(self) -> Path:
@@ -329,6 +345,9 @@ def _run_lmms_eval(
     env = {**os.environ, **OFFLINE_ENV, DATA_ROOT_ENV: str(settings.data_root)}
     # --data-root decides for every task, care_synth included.
     env.pop(SYNTH_DIR_ENV, None)
+    env.pop(VERIFY_TIME_LIMIT_ENV, None)
+    if settings.verify_time_limit is not None:
+        env[VERIFY_TIME_LIMIT_ENV] = str(settings.verify_time_limit)
     log_path = run_dir / LOG_FILE
     with log_path.open("w", encoding="utf-8") as log:
         log.write(" ".join(command) + "\n")
@@ -429,10 +448,13 @@ def _write_benchmark_outputs(
             ]
             n_by_task[task] = len(task_records)
             records.extend(task_records)
+        seed_records = [record for record in records if record["seed"] == seed]
         per_seed[str(seed)] = {
             "accuracy": float(results[benchmark]["acc,none"]),
             "format_rate": float(results[benchmark]["fmt,none"]),
             "n": sum(n_by_task.values()),
+            "correct": sum(record["acc"] for record in seed_records),
+            "verify_counts": verify_counts(seed_records),
             "subtasks": {
                 task: {"accuracy": float(results[task]["acc,none"]), "n": n_by_task[task]}
                 for task in tasks
@@ -440,6 +462,7 @@ def _write_benchmark_outputs(
             },
         }
     accuracy, accuracy_std = mean_std([entry["accuracy"] for entry in per_seed.values()])
+    interval = accuracy_interval([(entry["correct"], entry["n"]) for entry in per_seed.values()])
     format_rate, _ = mean_std([entry["format_rate"] for entry in per_seed.values()])
     summary = {
         "task": benchmark,
@@ -448,6 +471,16 @@ def _write_benchmark_outputs(
         "format_rate": format_rate,
         "prompt_version": PROMPT_VERSION,
         "accuracy_std": accuracy_std,
+        "accuracy_interval": [interval.low, interval.high],
+        "interval_method": "wilson" if len(per_seed) == 1 else "t over seeds",
+        "verify_counts": {
+            status: sum(entry["verify_counts"][status] for entry in per_seed.values())
+            for status in VERIFY_COUNTED
+        },
+        "verify_time_limit": settings.verify_time_limit,
+        "error_types": type_counts(
+            [record for record in records if record["seed"] == settings.seeds[0]]
+        ),
         "seeds": list(settings.seeds),
         "per_seed": per_seed,
         "checkpoint": str(settings.checkpoint),
@@ -477,7 +510,50 @@ def _sample_record(task: str, seed: int, sample: dict[str, Any]) -> dict[str, An
         "extracted": sample.get("extracted"),
         "acc": bool(sample.get("acc")),
         "fmt": bool(sample.get("fmt")),
+        "verify_status": sample.get("verify_status"),
     }
+
+
+VERIFY_COUNTED = ("ok", "no_answer", "unparsable", "timeout")
+"""The verdict statuses a benchmark summary counts. lmms-eval hands the scorer the text only,
+not whether generation stopped at the token limit, so ``truncated`` is not among them."""
+
+
+def verify_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many per-sample records had each verdict status (`VERIFY_COUNTED`); a record without
+    a known status (lmms-eval output of an older task config) raises, naming its doc_id.
+
+    Example: statuses ok, timeout, ok → ``{"ok": 2, "no_answer": 0, "unparsable": 0,
+    "timeout": 1}``.
+    """
+    counts = dict.fromkeys(VERIFY_COUNTED, 0)
+    for record in records:
+        status = record.get("verify_status")
+        if status not in counts:
+            raise EvalError(
+                f"{record.get('task')} doc_id {record.get('doc_id')}: verify_status {status!r} "
+                f"is not one of {list(VERIFY_COUNTED)} (rerun with --force)"
+            )
+        counts[status] += 1
+    return counts
+
+
+def accuracy_interval(correct_of_n: Sequence[tuple[int, int]]) -> Interval:
+    """95 % interval of a benchmark's accuracy from each seed's (right, items).
+
+    One run (greedy decoding): the Wilson interval of right / items. Several seeds (sampled
+    decoding): the Student-t interval of the per-seed accuracies, which is what varies.
+
+    Example: ``accuracy_interval([(45, 100)])`` → 0.45 [0.356, 0.548];
+    ``accuracy_interval([(50, 100), (60, 100), (70, 100)])`` → 0.6 [0.352, 0.848] (clipped
+    to [0, 1] where few seeds overshoot).
+    """
+    if not correct_of_n:
+        raise ValueError("correct_of_n must hold at least one (right, items) pair")
+    if len(correct_of_n) == 1:
+        right, items = correct_of_n[0]
+        return wilson_interval(right, items)
+    return within_unit(mean_interval([right / items for right, items in correct_of_n]))
 
 
 def _gen_kwargs_override(settings: EvalSettings) -> str:
@@ -508,6 +584,7 @@ def _fingerprint(
         "engine": settings.engine,
         "dtype": settings.dtype,
         "include_path": str(settings.include_path),
+        "verify_time_limit": settings.verify_time_limit,
     }
 
 
@@ -559,6 +636,22 @@ def _validated(settings: EvalSettings) -> EvalSettings:
         raise EvalError(f"max_new_tokens must be a positive int, got {settings.max_new_tokens!r}")
     if settings.temperature is not None and not settings.temperature >= 0:
         raise EvalError(f"temperature must be >= 0, got {settings.temperature!r}")
+    if len(settings.seeds) > 1 and not (settings.temperature or 0) > 0:
+        # The task YAMLs decode greedily: every seed would give the same answers and a
+        # spread of exactly 0, which reads as certainty it is not.
+        raise EvalError(
+            f"seeds {list(settings.seeds)} with greedy decoding give identical answers (the seed "
+            "only reaches the sampler); evaluate one seed (its accuracy carries a Wilson "
+            "interval) or sample with --temperature > 0"
+        )
+    if settings.verify_time_limit is not None and not (
+        isinstance(settings.verify_time_limit, int | float)
+        and not isinstance(settings.verify_time_limit, bool)
+        and 0 < settings.verify_time_limit <= 30
+    ):
+        raise EvalError(
+            f"verify_time_limit must be seconds in (0, 30], got {settings.verify_time_limit!r}"
+        )
     if settings.top_p is not None and not 0 < settings.top_p <= 1:
         raise EvalError(f"top_p must lie in (0, 1], got {settings.top_p!r}")
     if settings.engine not in ENGINE_NAMES:

@@ -49,6 +49,9 @@ from evaluation.benchmarks import (
 )
 
 DATA_ROOT_ENV = "CARE_DATA_ROOT"
+VERIFY_TIME_LIMIT_ENV = "CARE_VERIFY_TIME_LIMIT"
+"""Seconds math-verify may spend on one answer when scoring (``care eval --verify-time-limit``);
+unset: the verifier's default."""
 """Environment variable the task YAMLs read the data root from (see benchmarks_cfg/README.md)."""
 SYNTH_DIR_ENV = "CARE_SYNTH_DIR"
 """Optional: the folder `write_synthetic_dataset` wrote, for care_synth only."""
@@ -437,22 +440,42 @@ def score_problem(problem: TaskProblem, response: str) -> Verdict:
     True.
     """
     choices = _as_list(problem.score_choices)
-    verdict = score(response, problem.answer, choices, problem.answer_type)
+    budget = verify_time_limit()
+    verdict = score(response, problem.answer, choices, problem.answer_type, time_limit=budget)
     for alternative in problem.alternatives:
         if verdict.acc:
             break
-        candidate = score(response, alternative, choices, problem.answer_type)
+        candidate = score(response, alternative, choices, problem.answer_type, time_limit=budget)
         if candidate.acc:
             verdict = candidate
     return verdict
 
 
+def verify_time_limit() -> float | None:
+    """The scoring budget from $CARE_VERIFY_TIME_LIMIT (None when unset); ValueError naming the
+    variable for anything but seconds > 0.
+
+    Example: ``CARE_VERIFY_TIME_LIMIT=2`` → 2.0.
+    """
+    text = os.environ.get(VERIFY_TIME_LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"{VERIFY_TIME_LIMIT_ENV}={text!r}: must be a number of seconds > 0")
+    return seconds
+
+
 def process_results(task: str, doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, Any]:
     """lmms-eval's per-row metrics: ``acc`` and ``fmt`` (0.0 or 1.0) from ``care.verify.score``
-    of the first response, and ``extracted`` (the answer ``score`` compared, or None).
+    of the first response, ``extracted`` (the answer ``score`` compared, or None) and
+    ``verify_status`` (`care.verify.Verdict.status`: ok, no_answer, unparsable, timeout).
 
     Example: ``process_results("care_mmmu_pro_vis", row_with_gold_B, ["<think>…</think>
-    <answer>B</answer>"])`` → ``{"acc": 1.0, "fmt": 1.0, "extracted": "B"}``.
+    <answer>B</answer>"])`` → ``{"acc": 1.0, "fmt": 1.0, "extracted": "B", "verify_status": "ok"}``.
     """
     if isinstance(results, str) or not isinstance(results, Sequence) or not results:
         raise ValueError(f"{task}: results must be a non-empty list of responses, got {results!r}")
@@ -460,7 +483,12 @@ def process_results(task: str, doc: Mapping[str, Any], results: Sequence[str]) -
     if not isinstance(response, str):
         raise ValueError(f"{task}: results[0] must be the response string, got {response!r}")
     verdict = score_problem(task_problem(task, doc), response)
-    return {"acc": float(verdict.acc), "fmt": float(verdict.fmt), "extracted": verdict.extracted}
+    return {
+        "acc": float(verdict.acc),
+        "fmt": float(verdict.fmt),
+        "extracted": verdict.extracted,
+        "verify_status": verdict.status,
+    }
 
 
 def doc_to_target(task: str, doc: Mapping[str, Any]) -> str:
@@ -476,6 +504,16 @@ def found_rate(extracted: Sequence[str | None]) -> float:
     if not extracted:
         return 0.0
     return sum(value is not None for value in extracted) / len(extracted)
+
+
+def judged_rate(statuses: Sequence[str]) -> float:
+    """Share of rows whose answer was judged (``verify_status`` ok); 0.0 for no rows.
+
+    Example: ``judged_rate(["ok", "timeout", "ok", "no_answer"])`` → 0.5.
+    """
+    if not statuses:
+        return 0.0
+    return sum(status == "ok" for status in statuses) / len(statuses)
 
 
 def to_pil(value: Any, where: str) -> Image.Image:

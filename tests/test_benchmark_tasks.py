@@ -450,9 +450,12 @@ def test_process_results_reports_the_extracted_answer_and_rejects_bad_input(
         "acc": 1.0,
         "fmt": 1.0,
         "extracted": "B",
+        "verify_status": "ok",
     }
-    assert tasks.process_results("care_mmmu_pro_vis", row, ["nothing"])["extracted"] is None
+    nothing = tasks.process_results("care_mmmu_pro_vis", row, ["nothing"])
+    assert (nothing["extracted"], nothing["verify_status"]) == (None, "no_answer")
     assert tasks.found_rate(["B", None, "7", "x"]) == 0.75
+    assert tasks.judged_rate(["ok", "timeout", "ok", "no_answer"]) == 0.5
     with pytest.raises(ValueError, match="non-empty list of responses"):
         tasks.process_results("care_mmmu_pro_vis", row, [])
     with pytest.raises(ValueError, match="non-empty list of responses"):
@@ -554,7 +557,12 @@ def test_every_task_yaml_resolves_against_the_data_root(
         assert "<|im_end|>" in config["generation_kwargs"]["until"]
         assert config["generation_kwargs"]["max_new_tokens"] >= 128
         assert config["metadata"]["prompt_version"] == PROMPT_VERSION
-        assert [m["metric"] for m in config["metric_list"]] == ["acc", "fmt", "extracted"]
+        assert [m["metric"] for m in config["metric_list"]] == [
+            "acc",
+            "fmt",
+            "extracted",
+            "verify_status",
+        ]
         for key, value in config.items():
             if isinstance(value, _FunctionTag):
                 assert getattr(utils, value.name.removeprefix("utils.")) is not None, (name, key)

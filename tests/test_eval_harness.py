@@ -10,6 +10,7 @@ rows, which the tests count by hand from the fixture files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -350,15 +351,20 @@ def test_results_table_macro_average_and_seed_spread_match_hand_computation():
     assert table.macro.std == pytest.approx(0.1322876, abs=1e-7)
     assert table.macro.n == 30
     assert table.macro.label == "macro average (2 of 6)"
+    # Three sampled seeds: mean ± t(0.975, 2) · std / sqrt(3) = 4.303 · std / 1.732, clipped to
+    # [0, 1]; the macro: 0.45 ± 4.303 · 0.132288 / 1.732 = [0.1214, 0.7786].
     assert to_markdown(table).splitlines() == [
-        "| benchmark              |   n | seeds |  accuracy (%) |",
-        "|:-----------------------|----:|------:|--------------:|",
-        "| care_mathvista         |  10 |     3 | 60.00 ± 10.00 |",
-        "| care_mmmu              |  20 |     3 | 30.00 ± 17.32 |",
-        "| care_synth             |  30 |     3 | 90.00 ± 10.00 |",
-        "| macro average (2 of 6) |  30 |     3 | 45.00 ± 13.23 |",
+        "| benchmark              |   n | seeds |  accuracy (%) | 95 % interval |",
+        "|:-----------------------|----:|------:|--------------:|--------------:|",
+        "| care_mathvista         |  10 |     3 | 60.00 ± 10.00 |  [35.2, 84.8] |",
+        "| care_mmmu              |  20 |     3 | 30.00 ± 17.32 |   [0.0, 73.0] |",
+        "| care_synth             |  30 |     3 | 90.00 ± 10.00 | [65.2, 100.0] |",
+        "| macro average (2 of 6) |  30 |     3 | 45.00 ± 13.23 |  [12.1, 77.9] |",
     ]
-    assert to_csv(table).splitlines()[-1] == "macro average (2 of 6),30,0 1 2,45.0000,13.2288"
+    assert (
+        to_csv(table).splitlines()[-1]
+        == "macro average (2 of 6),30,0 1 2,45.0000,13.2288,12.1379,77.8621"
+    )
     six = build_table(
         [BenchmarkResult(task, {0: 0.5}) for task in PAPER_BENCHMARKS]
         + [BenchmarkResult("care_synth", {0: 1.0})]
@@ -373,8 +379,16 @@ def test_results_table_with_one_seed_or_mismatched_seeds():
     assert single.macro.mean == pytest.approx(0.451) and single.macro.std is None
     assert (
         to_markdown(single).splitlines()[-1]
-        == "| macro average (1 of 6) |     |     1 |        45.10 |"
+        == "| macro average (1 of 6) |     |     1 |        45.10 |               |"
     )
+    # One greedy run of 100 items, 45 right: Wilson [0.356, 0.548]; the macro of one run is
+    # the normal interval of a mean of proportions, 0.45 ± 1.96 · sqrt(0.45 · 0.55 / 100).
+    greedy = build_table([BenchmarkResult("care_mmmu", {0: 0.45}, n=100)])
+    assert to_markdown(greedy).splitlines()[2:] == [
+        "| care_mmmu              | 100 |     1 |        45.00 |  [35.6, 54.8] |",
+        "| macro average (1 of 6) | 100 |     1 |        45.00 |  [35.2, 54.8] |",
+    ]
+    assert greedy.macro.interval.low == pytest.approx(0.45 - 1.959964 * (0.45 * 0.55 / 100) ** 0.5)
     alone = build_table([BenchmarkResult("care_synth", {0: 0.25})])
     assert (alone.macro.label, alone.macro.mean) == ("macro average (care_synth)", 0.25)
     mixed = build_table([BenchmarkResult("a", {0: 0.5}), BenchmarkResult("b", {0: 0.5, 1: 0.7})])
@@ -459,15 +473,31 @@ def test_care_eval_writes_results_skips_finished_and_fails_loudly(
     args += ["--limit", str(limit), "--batch-size", "4", "--max-new-tokens", "16"]
     runner = CliRunner()
 
-    first = runner.invoke(app, [*args, "--seeds", "0,1"])
+    # Several seeds need sampled decoding (greedy ones are refused); the scripted model's
+    # logits are so far apart that sampling at 0.7 still gives its one reply.
+    sampled = ["--temperature", "0.7"]
+    first = runner.invoke(app, [*args, "--seeds", "0,1", *sampled])
     assert first.exit_code == 0, first.output
     out = checkpoint.parent.parent / "eval" / "step_3"
     summary = json.loads((out / "care_synth.json").read_text())
     assert summary["accuracy"] == pytest.approx(expected)
-    assert summary["accuracy_std"] == 0.0  # greedy: both seeds give the same answers
+    assert summary["accuracy_std"] == 0.0  # both seeds give the scripted answer
+    assert summary["verify_counts"] == {
+        "ok": 2 * limit,
+        "no_answer": 0,
+        "unparsable": 0,
+        "timeout": 0,
+    }
+    # The scripted reply "Answer: B" is right where the gold is B, a wrong option elsewhere,
+    # and never in the <think>/<answer> format.
+    assert summary["error_types"]["format only"] == synth_gold_b(root, limit)
+    assert summary["error_types"]["wrong option"] == limit - synth_gold_b(root, limit)
     assert summary["n"] == limit and summary["seeds"] == [0, 1]
     assert summary["prompt_version"] == "care-prompt-v1"
     assert set(summary["per_seed"]) == {"0", "1"}
+    # Two seeds with the same accuracy: the t interval has no width.
+    assert summary["accuracy_interval"] == [pytest.approx(expected)] * 2
+    interval = f"[{100 * expected:.1f}, {100 * expected:.1f}]"
     records = [
         json.loads(line) for line in (out / "care_synth_samples.jsonl").read_text().splitlines()
     ]
@@ -476,7 +506,7 @@ def test_care_eval_writes_results_skips_finished_and_fails_loudly(
     assert {record["extracted"] for record in records} == {"B"}
     assert sum(record["acc"] for record in records) == 2 * synth_gold_b(root, limit)
     assert [record["seed"] for record in records] == [0] * limit + [1] * limit
-    row = f"| care_synth | {limit} | 2 | {100 * expected:.2f} ± 0.00 |"
+    row = f"| care_synth | {limit} | 2 | {100 * expected:.2f} ± 0.00 | {interval} |"
     # The table pads its columns; compare with single spaces.
     assert row in [" ".join(line.split()) for line in first.stdout.splitlines()]
     assert row in [" ".join(line.split()) for line in (out / "results.md").read_text().splitlines()]
@@ -493,10 +523,10 @@ def test_care_eval_writes_results_skips_finished_and_fails_loudly(
         for seed in (0, 1)
     }
 
-    again = runner.invoke(app, [*args, "--seeds", "0,1", "--csv"])
+    again = runner.invoke(app, [*args, "--seeds", "0,1", *sampled, "--csv"])
     assert again.exit_code == 0, again.output
     assert again.stderr.count("finished earlier, skipped") == 2
-    assert f"care_synth,{limit},0 1,{100 * expected:.4f},0.0000" in again.stdout.splitlines()
+    assert f"care_synth,{limit},0 1,{100 * expected:.4f},0.0000," in again.stdout
     for seed, mtime in record_times.items():
         assert (
             out / "lmms_eval" / "care_synth" / f"seed_{seed}" / "run.json"
@@ -573,3 +603,42 @@ def test_care_eval_with_wrong_columns_fails_before_lmms_eval_runs(
     assert "lacks column(s) ['options']" in result.stderr
     assert "expected columns: ['id', 'image', 'options', 'answer', 'subject']" in result.stderr
     assert not (out / "lmms_eval").exists()
+
+
+def test_several_seeds_with_greedy_decoding_are_refused_and_sampled_seeds_reach_the_sampler(
+    checkpoint, data_root, tmp_path
+):
+    from evaluation.runner import EvalError, EvalSettings, _validated, lmms_eval_command
+
+    greedy = EvalSettings(checkpoint, data_root, ("care_synth",), seeds=(0, 1), out_dir=tmp_path)
+    with pytest.raises(EvalError, match="greedy decoding give identical answers"):
+        _validated(greedy)
+    with pytest.raises(EvalError, match="greedy decoding"):
+        _validated(dataclasses.replace(greedy, temperature=0.0))
+    sampled = _validated(dataclasses.replace(greedy, temperature=0.7))
+    for seed in sampled.seeds:
+        command = lmms_eval_command(sampled, "care_synth", seed, tmp_path)
+        model_args = command[command.index("--model_args") + 1].split(",")
+        assert f"seed={seed}" in model_args
+        assert command[command.index("--gen_kwargs") + 1] == "temperature=0.7,do_sample=True"
+    # care_vlm turns the model seed into each chunk's sampling seed: seed * 100003 + chunk.
+    from care.rollout.base import SamplingParams
+    from evaluation.model import _with_seed
+
+    params = SamplingParams(temperature=0.7, max_new_tokens=8, n=1)
+    assert [_with_seed(params, seed, 2).seed for seed in (0, 1)] == [2, 100_005]
+    with pytest.raises(EvalError, match=r"verify_time_limit must be seconds in \(0, 30\]"):
+        _validated(dataclasses.replace(sampled, verify_time_limit=0))
+
+
+def test_benchmark_accuracy_interval_and_verdict_counts():
+    from evaluation.runner import accuracy_interval, verify_counts
+
+    one = accuracy_interval([(45, 100)])
+    assert (round(one.low, 3), round(one.high, 3)) == (0.356, 0.548)
+    seeds = accuracy_interval([(50, 100), (60, 100), (70, 100)])
+    assert (round(seeds.low, 3), round(seeds.high, 3)) == (0.352, 0.848)
+    records = [{"verify_status": s} for s in ("ok", "timeout", "ok", "no_answer")]
+    assert verify_counts(records) == {"ok": 2, "no_answer": 1, "unparsable": 0, "timeout": 1}
+    with pytest.raises(ValueError, match="doc_id 7: verify_status None"):
+        verify_counts([{"task": "care_synth", "doc_id": 7}])

@@ -68,7 +68,7 @@ def test_export_writes_every_table_and_figure_as_valid_files(
     latex = (tmp_path / "evaluation.tex").read_text()
     assert "\\toprule" in latex and "\\bottomrule" in latex
     # Best of each column over every row, the paper's included: Qwen3-VL-8B + CARE leads MathVista.
-    assert "care @ step\\_20 & 75.00 & -- & -- & 63.00 & -- & -- & 69.00 & 2 \\\\" in latex
+    assert "care @ step\\_20 & 75.00 &  &  & 63.00 &  &  & 69.00 & 2 \\\\" in latex
     # A 2-task macro (69.00) is not compared with the paper's 6-task macros.
     assert "\\textbf{82.10}" in latex and "\\textbf{62.15} & 6 \\\\" in latex
     rows = {row["row"]: row for row in csv.DictReader((tmp_path / "evaluation.csv").open())}

@@ -9,8 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from care.algo.care import CareConfig, care_advantages
 from care.metrics.signal import (
+    VARIANCE_RATIO_RELATIVE_TOLERANCE,
     batch_summary,
+    energy_ratio,
     failure_share,
     group_type_fractions,
     rgr_rates,
@@ -252,6 +255,54 @@ def test_variance_ratio_is_nan_when_undefined(advantages: list[float]) -> None:
     assert math.isnan(variance_ratio(floats(*advantages))["adv/var_ratio_neg_pos"])
 
 
+def test_variance_ratio_is_nan_when_positive_spread_is_float_noise() -> None:
+    # Anchors equal up to float rounding (std 1e-6 of their size, below the 1e-4 tolerance):
+    # dividing by that variance printed 8e10 on the demo; now the ratio is undefined.
+    noisy = variance_ratio(floats(2.0, 2.0 + 2e-6, -0.5, -0.25))
+    assert VARIANCE_RATIO_RELATIVE_TOLERANCE == 1e-4
+    assert math.isnan(noisy["adv/var_ratio_neg_pos"])
+    # A real spread just above the tolerance (std 2e-4 of the RMS) is still a ratio.
+    spread = variance_ratio(floats(2.0, 2.0008, -0.5, -0.25))
+    assert spread["adv/var_ratio_neg_pos"] == pytest.approx(0.015625 / 1.6e-7, rel=1e-3)
+
+
+def test_energy_ratio_of_one_care_group_is_one_sixty_fourth() -> None:
+    # One binary group, 1 correct + 4 failures, K = 4 (K' = 4), s = 0.5: the subgroup z-scores
+    # to anchor +2 and negatives -0.5, scaled to -0.25; E[A²|A<0] / E[A²|A>0] = 0.0625 / 4.
+    rewards = floats(1.0, 0.0, 0.0, 0.0, 0.0)
+    embeddings = torch.nn.functional.normalize(torch.eye(5, 8), dim=1)
+    out = care_advantages(
+        rewards,
+        rewards > 0,
+        longs(0, 0, 0, 0, 0),
+        longs(5, 5, 5, 5, 5),
+        longs(1, 1, 1, 1, 1),
+        embeddings,
+        floats(-1.0, -2.0, -3.0, -4.0, -5.0),
+        cfg=CareConfig(K=4, M=6, s=0.5),
+    )
+    assert out.k_prime.tolist() == [4, 4, 4, 4, 4]
+    assert out.advantages[0].item() == pytest.approx(2.0, rel=1e-5)
+    assert out.advantages[1:].tolist() == pytest.approx([-0.25] * 4, rel=1e-5)
+    ratio = energy_ratio(out.advantages)["adv/energy_ratio_neg_pos"]
+    assert ratio == pytest.approx(1 / 64, rel=1e-9, abs=0.0)
+    assert step_signal_metrics(
+        out.advantages, rewards > 0, longs(0, 0, 0, 0, 0), rescue_enabled=True
+    )["adv/energy_ratio_neg_pos"] == pytest.approx(1 / 64, rel=1e-9, abs=0.0)
+
+
+@pytest.mark.parametrize("advantages", [[1.0, 2.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
+def test_energy_ratio_is_nan_without_both_signs(advantages: list[float]) -> None:
+    assert math.isnan(energy_ratio(floats(*advantages))["adv/energy_ratio_neg_pos"])
+
+
+def test_energy_ratio_of_hand_computed_batch() -> None:
+    # negatives -1, -3: E[A²] = 5; positives 1, 2: E[A²] = 2.5; the 0 is in neither.
+    assert energy_ratio(floats(-1.0, -3.0, 1.0, 2.0, 0.0)) == {
+        "adv/energy_ratio_neg_pos": pytest.approx(2.0)
+    }
+
+
 def test_batch_summary_means() -> None:
     summary = batch_summary(
         floats(1.0, 0.2, 0.0, 1.0),
@@ -291,6 +342,7 @@ def test_step_signal_metrics_is_the_union_of_the_parts() -> None:
         ),
         **rgr_rates(correct, reflected_from),
         **variance_ratio(advantages),
+        **energy_ratio(advantages),
     }
     assert metrics.keys() == expected.keys()
     assert metrics == pytest.approx(expected, nan_ok=True)

@@ -43,3 +43,33 @@ def test_rows_of_the_wrong_length_and_bad_alignments_are_errors():
         csv_table(["a", "b"], [["1", "2", "3"]])
     with pytest.raises(ValueError, match="one of l, r, c per column"):
         markdown_table(["a", "b"], [["1", "2"]], "lx")
+
+
+def test_missing_cells_are_blank_not_none():
+    text = markdown_table(["run", "acc"], [["a", None], [None, "0.5"]], "lr")
+    assert "None" not in text
+    assert text.splitlines()[2] == "| a   |     |"
+    assert text.splitlines()[3] == "|     | 0.5 |"
+    assert csv_table(["run", "acc"], [["a", None]]) == "run,acc\na,\n"
+
+
+def test_dashboard_exports_leave_missing_cells_blank():
+    import math
+
+    import pandas as pd
+
+    from analysis_app.tables import step_groups_table, to_csv, to_latex, to_markdown
+
+    frame = pd.DataFrame(
+        {"acc/mean": [0.5, math.nan], "note": ["x", None]}, index=pd.Index(["a", None], name="run")
+    )
+    markdown = to_markdown(frame, {"acc/mean": "max"})
+    latex = to_latex(frame, {"acc/mean": "max"})
+    csv_text = to_csv(frame)
+    for text in (markdown, latex, csv_text):
+        assert "None" not in text and "nan" not in text
+    assert markdown.splitlines()[3] == "|     |           |      |"
+    assert r" &  &  \\" in latex
+    assert csv_text.splitlines()[2] == ",,"
+    groups = step_groups_table([{"group_id": 0, "prompt_id": None, "G": 4, "n_correct": 1}])
+    assert groups.loc[0, "prompt"] == ""

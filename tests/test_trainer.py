@@ -323,3 +323,54 @@ def test_logged_lr_is_the_rate_of_the_steps_updates_during_warm_up(
     trainer.engine = ScriptedEngine(trainer.processor, answers, script)
     trainer.fit()
     assert [record["lr"] for record in RunReader(cfg.run_dir).steps] == pytest.approx(expected)
+
+
+def test_a_verifier_timeout_during_training_is_counted_in_the_step_record(tmp_path, monkeypatch):
+    from tiny_run import ScriptedEngine
+
+    from care.verify import mathexpr
+
+    data = tmp_path / "numbers"
+    write_choice_dataset(data, 4, lambda index: "A")
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for row in rows:  # numeric golds, so an expression answer goes to math-verify
+        row.pop("choices")
+        row["answer"] = "2"
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = config_from_dict(
+        tiny_config(
+            data,
+            tmp_path,
+            "timeouts",
+            algo={"estimator": "grpo", "reward": {"verify_time_limit": 0.05}},
+            train={"steps": 1, "prompts_per_step": 2, "mini_batch_prompts": 2},
+        )
+    )
+    trainer = Trainer(cfg, progress=False)
+
+    def script(question, answer, sample, is_repair):
+        if sample == 0:
+            return "<think>\nhalf of four\n</think>\n<answer>\\frac{4}{2}</answer>"
+        if sample == 1:
+            return "<think>\nstill thinking"
+        return f"<think>\nok\n</think>\n<answer>{answer}</answer>"
+
+    parse_once = mathexpr._parse
+
+    def slow_parse(text):
+        time.sleep(0.3)  # a busy machine: longer than the 0.05 s budget
+        return parse_once(text)
+
+    monkeypatch.setattr(mathexpr, "_parse", slow_parse)
+    mathexpr._parse_gold_cached.cache_clear()
+    answers = {ex.question: ex.answer for ex in trainer.examples}
+    trainer.engine = ScriptedEngine(trainer.processor, answers, script)
+    trainer.fit()
+    mathexpr._parse_gold_cached.cache_clear()
+    step = RunReader(cfg.run_dir).steps[0]
+    # Per prompt: one right answer lost to the timeout, one without an answer, two right.
+    assert step["verify/timeout_frac"] == 0.25
+    assert step["verify/no_answer_frac"] == 0.25
+    assert step["verify/truncated_frac"] == 0.0
+    assert step["acc/mean"] == 0.5
+    assert RunReader(cfg.run_dir).config["algo"]["reward"]["verify_time_limit"] == 0.05

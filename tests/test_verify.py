@@ -22,6 +22,7 @@ from care.verify import (
     reward,
     score,
     screen_expression,
+    status_fractions,
 )
 from care.verify.deadline import TimeLimitExceeded, time_limit
 
@@ -590,7 +591,11 @@ def unhurried_verifier(monkeypatch):
 def test_verifier_case_table(
     response, gold, choices, answer_type, acc, fmt, extracted, unhurried_verifier
 ):
-    assert score(response, gold, choices, answer_type) == Verdict(acc, fmt, extracted)
+    verdict = score(response, gold, choices, answer_type)
+    assert (verdict.acc, verdict.fmt, verdict.extracted) == (acc, fmt, extracted)
+    # An unjudged answer never hides in the table: no case here runs out of time.
+    assert verdict.status != "timeout"
+    assert (verdict.status == "no_answer") == (extracted is None)
 
 
 def test_case_table_is_large_and_ids_unique():
@@ -822,3 +827,54 @@ def test_time_limit_never_raises_inside_the_import_machinery():
     assert limited()
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(limited).result()
+
+
+def test_verdict_status_says_why_an_answer_was_scored_as_it_was(unhurried_verifier):
+    assert score("<think>x</think><answer>7</answer>", "7").status == "ok"
+    assert score("<think>x</think><answer>8</answer>", "7").status == "ok"  # judged wrong
+    assert score("I think it is seven", "7").status == "no_answer"
+    assert score("<think>x</think><answer>maybe</answer>", "B", ["3", "5"]).status == "unparsable"
+    assert score("<think>x</think><answer>9^{9^{9}}</answer>", "\\frac{1}{2}").status == (
+        "unparsable"
+    )
+    cut = score("<think>a long derivation that never", "7", truncated=True)
+    assert (cut.acc, cut.extracted, cut.status) == (False, None, "truncated")
+    finished_late = score("<think>x</think><answer>7</answer>", "7", truncated=True)
+    assert (finished_late.acc, finished_late.status) == (True, "truncated")
+
+
+def test_an_injected_math_verify_timeout_is_counted_not_hidden(monkeypatch):
+    parse_once = mathexpr._parse
+
+    def slow_parse(text):
+        time.sleep(0.5)  # a machine too busy to parse within the budget
+        return parse_once(text)
+
+    monkeypatch.setattr(mathexpr, "_parse", slow_parse)
+    mathexpr._parse_gold_cached.cache_clear()
+    started = time.monotonic()
+    verdict = score("<think>x</think><answer>\\frac{2}{4}</answer>", "\\frac{1}{2}", time_limit=0.1)
+    assert time.monotonic() - started < 0.45
+    assert (verdict.acc, verdict.status) == (False, "timeout")
+    # The same answer with a budget that covers the slow parse is judged right.
+    generous = score("<think>x</think><answer>\\frac{2}{4}</answer>", "\\frac{1}{2}", time_limit=5)
+    assert (generous.acc, generous.status) == (True, "ok")
+    verdicts = [
+        verdict,
+        generous,
+        score("no answer here", "7"),
+        score("<think>", "7", truncated=True),
+    ]
+    assert status_fractions(verdicts) == {
+        "verify/timeout_frac": 0.25,
+        "verify/no_answer_frac": 0.25,
+        "verify/truncated_frac": 0.25,
+        "verify/unparsable_frac": 0.0,
+    }
+    mathexpr._parse_gold_cached.cache_clear()
+
+
+def test_time_limit_must_be_positive_seconds():
+    for bad in (0, -1.0, True, "1"):
+        with pytest.raises(ValueError, match="time_limit must be a number of seconds > 0"):
+            score("<answer>7</answer>", "7", time_limit=bad)

@@ -58,6 +58,7 @@ SIGNAL_KEYS = (
     "groups/mixed_frac",
     "groups/with_signal_frac",
     "adv/var_ratio_neg_pos",
+    "adv/energy_ratio_neg_pos",
 )
 """The learning-signal metrics an import writes. `step_signal_metrics` also gives rescue/* and
 rgr/*, which describe CARE's own steps: for a run trained elsewhere they are not computed, so

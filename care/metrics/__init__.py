@@ -2,6 +2,7 @@
 
 from care.metrics.signal import (
     batch_summary,
+    energy_ratio,
     failure_share,
     group_type_fractions,
     rgr_rates,
@@ -21,6 +22,7 @@ __all__ = [
     "batch_summary",
     "debiased_ema",
     "detrended_iqr",
+    "energy_ratio",
     "failure_share",
     "group_type_fractions",
     "max_drawdown",

@@ -31,9 +31,14 @@ __all__ = [
     "failure_share",
     "group_type_fractions",
     "rgr_rates",
+    "energy_ratio",
     "step_signal_metrics",
     "variance_ratio",
 ]
+
+VARIANCE_RATIO_RELATIVE_TOLERANCE = 1e-4
+"""``adv/var_ratio_neg_pos`` is NaN when the positive advantages' standard deviation is below
+this fraction of their root mean square: a spread that small is float rounding, not signal."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,9 +257,14 @@ def _variance_ratio(advantages: Tensor) -> dict[str, Tensor]:
     values = advantages.to(torch.float64)
     negative_count, negative_variance = _population_variance(values, values < 0)
     positive_count, positive_variance = _population_variance(values, values > 0)
-    defined = (negative_count >= 2) & (positive_count >= 2) & (positive_variance > 0)
+    # A spread below the tolerance is rounding, not signal: CARE's equalised anchors differ only
+    # by float noise (a variance of ~1e-12), and dividing by it printed ratios of 1e10.
+    positive_energy = _mean_square(values, values > 0)
+    spread_floor = (VARIANCE_RATIO_RELATIVE_TOLERANCE**2) * positive_energy
+    has_spread = positive_variance > spread_floor
+    defined = (negative_count >= 2) & (positive_count >= 2) & has_spread
     safe_positive_variance = torch.where(
-        positive_variance > 0, positive_variance, torch.ones_like(positive_variance)
+        has_spread, positive_variance, torch.ones_like(positive_variance)
     )
     ratio = torch.where(
         defined,
@@ -262,6 +272,26 @@ def _variance_ratio(advantages: Tensor) -> dict[str, Tensor]:
         torch.full_like(positive_variance, math.nan),
     )
     return {"adv/var_ratio_neg_pos": ratio}
+
+
+def _mean_square(values: Tensor, selected: Tensor) -> Tensor:
+    """Mean of values[selected] ** 2 (0 when nothing is selected), without boolean indexing."""
+    weights = selected.to(torch.float64)
+    return ((values**2) * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _energy_ratio(advantages: Tensor) -> dict[str, Tensor]:
+    values = advantages.to(torch.float64)
+    negative, positive = values < 0, values > 0
+    defined = negative.any() & positive.any()
+    positive_energy = _mean_square(values, positive)
+    safe_positive_energy = torch.where(defined, positive_energy, torch.ones_like(positive_energy))
+    ratio = torch.where(
+        defined,
+        _mean_square(values, negative) / safe_positive_energy,
+        torch.full_like(positive_energy, math.nan),
+    )
+    return {"adv/energy_ratio_neg_pos": ratio}
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,8 +427,10 @@ def variance_ratio(advantages: Tensor) -> dict[str, float]:
 
     Population variance of A over signal-bearing negatives (A < 0) divided by the population
     variance over signal-bearing positives (A > 0); zero-advantage rows are in neither set. The
-    ratio is NaN when either set has fewer than 2 rows or the positive variance is 0 (e.g. every
-    CARE anchor gets exactly +sqrt(K) under equalisation): there is no spread to compare against.
+    ratio is NaN when either set has fewer than 2 rows or the positives' standard deviation is
+    below `VARIANCE_RATIO_RELATIVE_TOLERANCE` (1e-4) of their root mean square (e.g. every CARE
+    anchor gets +sqrt(K) under equalisation, equal up to float rounding): there is no spread to
+    compare against. :func:`energy_ratio` is the comparison that stays defined there.
 
     Args:
         advantages: float [B].
@@ -409,6 +441,24 @@ def variance_ratio(advantages: Tensor) -> dict[str, float]:
     """
     advantages = _check_advantages(advantages)
     return _to_floats(_variance_ratio(advantages))
+
+
+def energy_ratio(advantages: Tensor) -> dict[str, float]:
+    """``adv/energy_ratio_neg_pos`` = E[A² | A < 0] / E[A² | A > 0]: how strongly failures push
+    compared with successes, which is what CARE's negative scale s controls.
+
+    Zero-advantage rows are in neither mean. NaN when the batch has no negative or no positive
+    advantage.
+
+    Args:
+        advantages: float [B].
+
+    Example (one binary CARE group, s = 0.5, K' = 4: anchor +2.0, four negatives -0.5·0.5):
+        >>> energy_ratio(torch.tensor([2.0, -0.25, -0.25, -0.25, -0.25]))
+        {'adv/energy_ratio_neg_pos': 0.015625}
+    """
+    advantages = _check_advantages(advantages)
+    return _to_floats(_energy_ratio(advantages))
 
 
 def batch_summary(
@@ -460,10 +510,11 @@ def step_signal_metrics(
     rescued: Tensor | None = None,
     token_advantages: Tensor | None = None,
 ) -> dict[str, float]:
-    """All learning-signal metrics of one step: failure share, group types, RGR, variance ratio.
+    """All learning-signal metrics of one step: failure share, group types, RGR, variance and
+    energy ratios.
 
-    The union of :func:`failure_share`, :func:`group_type_fractions`, :func:`rgr_rates` and
-    :func:`variance_ratio` on the same batch, validated once and moved to the host in one
+    The union of :func:`failure_share`, :func:`group_type_fractions`, :func:`rgr_rates`,
+    :func:`variance_ratio` and :func:`energy_ratio` on the same batch, validated once and moved to the host in one
     transfer. ``batch_summary`` is separate because it takes the rewards and lengths instead.
 
     Args:
@@ -476,7 +527,8 @@ def step_signal_metrics(
         token_advantages: float [B, L] or None; adds the token-level failure shares.
 
     Returns:
-        dict with ``signal/*``, ``groups/*``, ``rescue/*``, ``rgr/*`` and ``adv/var_ratio_neg_pos``.
+        dict with ``signal/*``, ``groups/*``, ``rescue/*``, ``rgr/*``, ``adv/var_ratio_neg_pos``
+        and ``adv/energy_ratio_neg_pos``.
 
     Example (one GRPO group, binary rewards [1, 0, 1, 0] z-scored):
         >>> m = step_signal_metrics(torch.tensor([0.866, -0.866, 0.866, -0.866]),
@@ -511,4 +563,5 @@ def step_signal_metrics(
     )
     metrics.update(_rgr_rates(correct, reflected_from))
     metrics.update(_variance_ratio(advantages))
+    metrics.update(_energy_ratio(advantages))
     return _to_floats(metrics)

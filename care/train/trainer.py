@@ -55,7 +55,7 @@ from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
 from care.train.trackers import open_trackers, require_trackers
 from care.verify import reward as verdict_reward
-from care.verify import score
+from care.verify import score, status_fractions
 
 # The reference code decodes repairs with these (docs/algorithm.md section 4, algo.rgr.sampling: reference).
 _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
@@ -356,7 +356,14 @@ class Trainer:
                     for ex in chunk
                 ]
                 for ex, samples in zip(chunk, self.engine.generate(requests, params), strict=True):
-                    verdict = score(samples[0].text, ex.answer, ex.choices, ex.answer_type)
+                    verdict = score(
+                        samples[0].text,
+                        ex.answer,
+                        ex.choices,
+                        ex.answer_type,
+                        truncated=samples[0].finish_reason == "length",
+                        time_limit=self.cfg.algo.reward.verify_time_limit,
+                    )
                     extra = ex.extra or {}
                     outcomes.append(
                         (extra.get("family"), extra.get("difficulty"), verdict.acc, verdict.fmt)
@@ -496,7 +503,14 @@ class Trainer:
         weight = self.cfg.algo.reward.format_weight
         for row in rows:
             ex = batch.examples[row.group]
-            verdict = score(row.prefix + row.text, ex.answer, ex.choices, ex.answer_type)
+            verdict = score(
+                row.prefix + row.text,
+                ex.answer,
+                ex.choices,
+                ex.answer_type,
+                truncated=row.finish_reason == "length",
+                time_limit=self.cfg.algo.reward.verify_time_limit,
+            )
             row.verdict = verdict
             row.reward = verdict_reward(verdict, weight)
 
@@ -698,7 +712,14 @@ class Trainer:
         weight = cfg.algo.reward.format_weight
         for row, prefix in zip(new_rows, prefixes, strict=True):
             ex = batch.examples[row.group]
-            row.verdict = score(prefix + row.text, ex.answer, ex.choices, ex.answer_type)
+            row.verdict = score(
+                prefix + row.text,
+                ex.answer,
+                ex.choices,
+                ex.answer_type,
+                truncated=row.finish_reason == "length",
+                time_limit=cfg.algo.reward.verify_time_limit,
+            )
             row.reward = verdict_reward(row.verdict, weight)
         start = len(batch.rows)
         batch.rows.extend(new_rows)
@@ -1105,6 +1126,7 @@ def _row_payload(
         "token_abs_sum": [float(per_row[i]["token_adv"].abs().sum()) for i in range(len(rows))],
         "correct": [bool(row.verdict.acc) for row in rows],
         "format": [bool(row.verdict.fmt) for row in rows],
+        "verdict": [row.verdict for row in rows],
         "reward": [row.reward for row in rows],
         "response_len": [len(row.response_ids) for row in rows],
         "rescued": care.rescued.tolist() if care is not None else [False] * len(rows),
@@ -1237,4 +1259,6 @@ def _step_metrics(merged: dict[str, Any], rescue_enabled: bool) -> dict[str, flo
             torch.tensor(merged["response_len"])[ordinary],
         )
     )
+    # Over every verified row, repairs included: a timeout anywhere changed a reward.
+    metrics.update(status_fractions(merged["verdict"]))
     return metrics

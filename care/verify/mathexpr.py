@@ -107,29 +107,47 @@ def screen_expression(text: str) -> str | None:
     return None
 
 
-def math_equal(predicted: str, gold: str) -> bool:
+def math_equal(predicted: str, gold: str, time_limit_seconds: float | None = None) -> bool:
     """Whether `predicted` is mathematically equal to `gold` (False when too slow).
 
     Example: ``math_equal("\\\\frac{1}{2}", "0.5")`` → True; ``math_equal("x = 2", "2")`` → True;
     ``math_equal("\\\\sqrt{2}", "2")`` → False; ``math_equal("9^{9^{9}}", "1")`` → False (refused,
     so only an identical spelling of the gold would count).
     """
+    return math_compare(predicted, gold, time_limit_seconds)[0]
+
+
+def math_compare(
+    predicted: str, gold: str, time_limit_seconds: float | None = None
+) -> tuple[bool, str]:
+    """`math_equal` with the reason: ``(equal, status)``, status one of ``"ok"`` (compared),
+    ``"unparsable"`` (refused by `screen_expression`, or math-verify read nothing in the
+    prediction) or ``"timeout"`` (the budget ran out: the answer may well be right).
+
+    Args:
+        time_limit_seconds: the budget of the parse + comparison; None: `TIME_LIMIT_SECONDS`.
+
+    Example: ``math_compare("\\\\frac{1}{2}", "0.5")`` → ``(True, "ok")``;
+    ``math_compare("9^{9^{9}}", "1")`` → ``(False, "unparsable")``.
+    """
+    budget = TIME_LIMIT_SECONDS if time_limit_seconds is None else time_limit_seconds
     if screen_expression(predicted) is not None:
         # Refused for cost, not wrong by nature: an identical spelling still counts.
-        return texts_match(predicted, gold)
+        equal = texts_match(predicted, gold)
+        return equal, "ok" if equal else "unparsable"
     try:
-        with time_limit(TIME_LIMIT_SECONDS):
+        with time_limit(budget):
             gold_parsed = _parse_gold(gold)
             if not gold_parsed:
-                return texts_match(predicted, gold)
+                return texts_match(predicted, gold), "ok"
             predicted_parsed = _parse(predicted)
             if not predicted_parsed:
-                return False
+                return False, "unparsable"
             if verify(gold_parsed, predicted_parsed, timeout_seconds=None):
-                return True
-            return _numerically_close(gold_parsed, predicted_parsed)
+                return True, "ok"
+            return _numerically_close(gold_parsed, predicted_parsed), "ok"
     except TimeLimitExceeded:
-        return False
+        return False, "timeout"
 
 
 def _warm_up() -> None:

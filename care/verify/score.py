@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from care.verify.choice import gold_letters, predicted_letters
 from care.verify.extract import extract_answer, format_ok
-from care.verify.mathexpr import math_equal
+from care.verify.mathexpr import math_compare
 from care.verify.numbers import numbers_match, parse_plain_number
 from care.verify.text import strip_answer_cue, texts_match
 
@@ -35,6 +35,9 @@ ANSWER_TYPE_ALIASES: dict[str, str] = {
     "float": "number",
     "list": "math",
 }
+
+VERDICT_STATUSES: tuple[str, ...] = ("ok", "no_answer", "unparsable", "timeout", "truncated")
+"""Why a verdict is what it is (`Verdict.status`), in the order of precedence `score` applies."""
 
 _GOLD_LETTERS = re.compile(r"[(\[]?[A-Z][)\]]?(?:[ \t]*[,;&][ \t]*[(\[]?[A-Z][)\]]?)*")
 _MATH_NOTATION = re.compile(r"[\\^_{}=/]|\d[ \t]*[-+*×·][ \t]*\d|\d[ \t]*[a-z]\b|\bsqrt|\bpi\b")
@@ -48,11 +51,18 @@ class Verdict:
     fmt: the response is exactly ``<think>…</think><answer>…</answer>`` (see `format_ok`).
     extracted: the answer that was compared (stripped), or None when none was found or it was
         longer than 512 characters.
+    status: why, one of `VERDICT_STATUSES`, the first that holds of
+        ``"timeout"`` (math-verify ran out of its time budget: the answer was NOT judged, and
+        may be right), ``"truncated"`` (the response hit the token limit), ``"no_answer"`` (no
+        answer was found), ``"unparsable"`` (an answer was found but could not be read as the
+        answer type: no option letter, an expression math-verify cannot parse or refuses), and
+        ``"ok"`` (the answer was compared; acc says how that went).
     """
 
     acc: bool
     fmt: bool
     extracted: str | None
+    status: str = "ok"
 
 
 def score(
@@ -60,6 +70,9 @@ def score(
     answer: str,
     choices: Sequence[str] | None = None,
     answer_type: str | None = None,
+    *,
+    truncated: bool = False,
+    time_limit: float | None = None,
 ) -> Verdict:
     """Check a model response against the gold answer.
 
@@ -69,6 +82,9 @@ def score(
             a LaTeX expression (no ``$`` needed) or text.
         choices: option texts in order (option 0 is "A"), or None.
         answer_type: one of `ANSWER_TYPES` (or an alias), or None to infer it.
+        truncated: the response stopped at the token limit (finish reason "length"); the
+            verdict's status then says so (acc is judged as usual).
+        time_limit: seconds math-verify may spend on this answer; None: `TIME_LIMIT_SECONDS`.
 
     Returns:
         A `Verdict`; acc is False whenever the answer is missing, unparseable or ambiguous.
@@ -87,20 +103,49 @@ def score(
         # Validates the gold before looking at the response: a bad row fails loudly every time.
         gold = gold_letters(answer, options)
 
+    if time_limit is not None and not (
+        isinstance(time_limit, int | float) and not isinstance(time_limit, bool) and time_limit > 0
+    ):
+        raise ValueError(f"time_limit must be a number of seconds > 0 or None, got {time_limit!r}")
+
     fmt = format_ok(response)
     extracted = extract_answer(response)
     if extracted is None:
-        return Verdict(acc=False, fmt=fmt, extracted=None)
+        return Verdict(False, fmt, None, "truncated" if truncated else "no_answer")
     predicted = strip_answer_cue(extracted)
+    status = "ok"
     if not predicted:
-        acc = False
+        acc, status = False, "unparsable"
     elif kind == "multiple_choice":
-        acc = predicted_letters(predicted, options) == gold
+        letters = predicted_letters(predicted, options)
+        acc = letters == gold
+        status = "ok" if letters is not None else "unparsable"
     elif kind == "text":
         acc = texts_match(predicted, answer)
     else:
-        acc = _values_equal(predicted, answer.strip())
-    return Verdict(acc=acc, fmt=fmt, extracted=extracted)
+        acc, status = _values_equal(predicted, answer.strip(), time_limit)
+    if truncated and status != "timeout":
+        status = "truncated"
+    return Verdict(acc=acc, fmt=fmt, extracted=extracted, status=status)
+
+
+def status_fractions(verdicts: Sequence[Verdict], prefix: str = "verify/") -> dict[str, float]:
+    """Shares of `verdicts` that timed out, found no answer or were truncated.
+
+    ``<prefix>timeout_frac``, ``<prefix>no_answer_frac``, ``<prefix>truncated_frac`` (and
+    ``<prefix>unparsable_frac``), each over all the verdicts given; 0.0 for none given.
+
+    Example: statuses ok, timeout, no_answer, no_answer → ``{"verify/timeout_frac": 0.25,
+    "verify/no_answer_frac": 0.5, "verify/truncated_frac": 0.0, "verify/unparsable_frac": 0.0}``.
+    """
+    counts = {status: 0 for status in VERDICT_STATUSES}
+    for verdict in verdicts:
+        counts[verdict.status] += 1
+    total = max(len(verdicts), 1)
+    return {
+        f"{prefix}{status}_frac": counts[status] / total
+        for status in ("timeout", "no_answer", "truncated", "unparsable")
+    }
 
 
 def reward(verdict: Verdict, format_weight: float = 0.0) -> float:
@@ -155,13 +200,13 @@ def resolve_answer_type(
     return "text"
 
 
-def _values_equal(predicted: str, gold: str) -> bool:
-    """Plain numbers compare by tolerance; anything else goes to math-verify."""
+def _values_equal(predicted: str, gold: str, time_limit: float | None) -> tuple[bool, str]:
+    """Plain numbers compare by tolerance; anything else goes to math-verify. (equal, status)."""
     predicted_number = parse_plain_number(predicted)
     gold_number = parse_plain_number(gold)
     if predicted_number is not None and gold_number is not None:
-        return numbers_match(predicted_number, gold_number)
-    return math_equal(predicted, gold)
+        return numbers_match(predicted_number, gold_number), "ok"
+    return math_compare(predicted, gold, time_limit)
 
 
 def _validated_choices(choices: Sequence[str] | None) -> list[str] | None:
