@@ -38,11 +38,12 @@ from PIL import Image, ImageDraw
 
 from care.data.dataset import CHOICE_LETTERS
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 """Bumped whenever the same seed would write different files (other problems, or new fields).
 
 It is part of every problem's random key, so a bump also redraws the problems. "2" added
-`solution` to every row; "3" replaced shapes, charts, lines and digits by grid-aligned blocks.
+`solution` to every row; "3" replaced shapes, charts, lines and digits by grid-aligned blocks;
+"4" took the result out of the rationale: it is in the answer alone (`solution_for`).
 """
 
 FAMILIES: tuple[str, ...] = ("counting", "bar_chart", "comparison", "arithmetic")
@@ -309,18 +310,21 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def solution_for(row: Mapping[str, Any]) -> str:
-    """A short step-by-step rationale for a synthetic row, built from its `scene` alone.
+    """A short rationale for a synthetic row: the plan that turns what the image shows into the
+    answer, in words, without the result.
 
-    One fixed template per family, so a tiny model can imitate it in a supervised warm start:
-    the count of blocks first (the one thing read off the image), then the step in text that
-    turns it into the answer. The wording never changes with the count ("I count 1 blocks."),
-    so the count is the only token that varies. Multiple-choice rows end by naming the option
-    ("That is option B."). Needs `family`, `scene`, `answer_type` and, for multiple choice,
-    `choices` and `answer` (the letter).
+    One fixed template per family (and operation), so a tiny model can imitate it in a
+    supervised warm start. The rationale never states the count, the sum or the option: the one
+    thing read off the image is decided in the answer span. That is where CARE's default region
+    weighting puts its credit (answer tokens weigh 1, rationale tokens 0.005 on a positive and 0
+    on a negative), so GRPO and CARE both train the tokens that decide the reward. With the count
+    written in the rationale (generator version 3), CARE could not correct a miscount: from one
+    warm start it gained 0.2 points on the test split where GRPO gained 6.3 and CARE with uniform
+    token weights 6.2 (docs/demo.md). Needs `family` and `scene`.
 
     >>> solution_for({"family": "arithmetic", "answer_type": "integer", "scene": {
     ...     "operation": "sum", "m": 3, "blocks": [{"cell": 0, "colour": "red"}] * 4}})
-    'I count 4 blocks. 4 + 3 = 7.'
+    'I count the blocks and add 3.'
     """
     family = row.get("family")
     if family not in SOLUTION_WRITERS:
@@ -328,20 +332,7 @@ def solution_for(row: Mapping[str, Any]) -> str:
     scene = row.get("scene")
     if not isinstance(scene, Mapping):
         raise ValueError(f"row scene must be a mapping (what was drawn), got {scene!r}")
-    steps = SOLUTION_WRITERS[family](scene)
-    if row.get("answer_type") == "multiple_choice":
-        choices, letter = row.get("choices"), row.get("answer")
-        if (
-            not choices
-            or not isinstance(letter, str)
-            or letter not in CHOICE_LETTERS[: len(choices)]
-        ):
-            raise ValueError(
-                f"a multiple-choice row needs choices and an answer letter among them, got "
-                f"choices={choices!r}, answer={letter!r}"
-            )
-        steps.append(f"That is option {letter}.")
-    return " ".join(steps)
+    return SOLUTION_WRITERS[family](scene)
 
 
 def _file_row(row: Mapping[str, Any], image_name: str) -> dict[str, Any]:
@@ -586,46 +577,36 @@ def _scene_field(scene: Mapping[str, Any], name: str) -> Any:
     return scene[name]
 
 
-def _block_count(scene: Mapping[str, Any]) -> int:
-    blocks = _scene_field(scene, "blocks")
-    if not isinstance(blocks, list):
-        raise ValueError(f"scene blocks must be a list of blocks, got {blocks!r}")
-    return len(blocks)
+def _counting_solution(scene: Mapping[str, Any]) -> str:
+    _scene_field(scene, "blocks")
+    return "I count the blocks."
 
 
-def _counting_solution(scene: Mapping[str, Any]) -> list[str]:
-    return [f"I count {_block_count(scene)} blocks."]
+def _bar_chart_solution(scene: Mapping[str, Any]) -> str:
+    _scene_field(scene, "bars")
+    return "I add up the heights of the bars."
 
 
-def _bar_chart_solution(scene: Mapping[str, Any]) -> list[str]:
-    total = sum(bar["height"] for bar in _scene_field(scene, "bars"))
-    return [f"The bars add up to {total} blocks."]
+def _comparison_solution(scene: Mapping[str, Any]) -> str:
+    _scene_field(scene, "blocks")
+    return f"I count the blocks and compare the count with {_scene_field(scene, 'm')}."
 
 
-def _comparison_solution(scene: Mapping[str, Any]) -> list[str]:
-    count, threshold = _block_count(scene), _scene_field(scene, "m")
-    relation = ">" if count > threshold else "<"
-    return [f"I count {count} blocks.", f"{count} {relation} {threshold}."]
+_OPERATION_WORDS = {"sum": "add", "difference": "take away", "product": "multiply by"}
 
 
-def _arithmetic_solution(scene: Mapping[str, Any]) -> list[str]:
-    count, m = _block_count(scene), _scene_field(scene, "m")
-    operation = _scene_field(scene, "operation")
-    if operation == "sum":
-        working = f"{count} + {m} = {count + m}"
-    elif operation == "difference":
-        working = f"{count} - {m} = {count - m}"
-    elif operation == "product":
-        working = f"{count} * {m} = {count * m}"
-    else:
+def _arithmetic_solution(scene: Mapping[str, Any]) -> str:
+    _scene_field(scene, "blocks")
+    m, operation = _scene_field(scene, "m"), _scene_field(scene, "operation")
+    if operation not in _OPERATION_WORDS:
         raise ValueError(f"scene operation must be sum, difference or product, got {operation!r}")
-    return [f"I count {count} blocks.", f"{working}."]
+    return f"I count the blocks and {_OPERATION_WORDS[operation]} {m}."
 
 
-SOLUTION_WRITERS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+SOLUTION_WRITERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "counting": _counting_solution,
     "bar_chart": _bar_chart_solution,
     "comparison": _comparison_solution,
     "arithmetic": _arithmetic_solution,
 }
-"""Per family: the rationale's sentences, from the scene (the option sentence is added after)."""
+"""Per family: the rationale (the plan, never the result), from the scene."""
