@@ -285,7 +285,7 @@ def test_signal_figures_leave_out_metrics_a_run_never_logged(runs_root: Path) ->
         "rescue_rgr",
         "variance_ratio",
     ]
-    assert len(figures.SIGNAL_METRICS) == 4 + 4 + 3 + 1
+    assert len(figures.SIGNAL_METRICS) == 4 + 4 + 3 + 2
     plain = pd.DataFrame({"run": ["sft"] * 2, "step": [1, 2], "acc/mean": [0.1, 0.2]})
     assert list(figures.signal_figures(plain)) == list(figures.SIGNAL_FIGURES)
     assert figures.signal_figures(plain, logged_only=True) == {}
