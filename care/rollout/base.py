@@ -126,7 +126,15 @@ class RolloutOutput:
 
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """A sampler the trainer and the evaluation model drive."""
+    """A sampler the trainer and the evaluation model drive.
+
+    Attributes:
+        suppress_token_ids: ids the sampler never draws (the vision placeholders by default).
+            The trainer scores old and new log-probs with the same ids suppressed, so that
+            they are log-probs under the distribution the rollouts came from.
+    """
+
+    suppress_token_ids: Sequence[int]
 
     def generate(
         self, requests: Sequence[RolloutRequest], params: SamplingParams

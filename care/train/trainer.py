@@ -13,7 +13,6 @@ GPU; FSDP through an accelerate config): each process takes its share of the ste
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -23,13 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import DistributedType
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
 from care.algo.grpo import dynamic_sampling_keep
-from care.algo.losses import kl_loss, policy_loss
 from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
-from care.algo.spans import RegionMasks, region_masks
+from care.algo.spans import region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
 from care.config import ConfigChange, TrainConfig, resume_config_changes
 from care.data import DataError, Example, load_examples
@@ -39,7 +37,7 @@ from care.models.vlm import save_policy
 from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
-from care.train import lockstep
+from care.train import lockstep, update
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
@@ -209,7 +207,6 @@ class Trainer:
         self.engine = make_engine(
             self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
         )
-        self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
         self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
         self.start_step = 0
         if state is not None:
@@ -350,7 +347,9 @@ class Trainer:
         self.model.eval()
         with self._full_weights():
             for start in range(0, len(mine), self.cfg.rollout.batch_rows):
-                chunk = [self.val_examples[i] for i in mine[start : start + self.cfg.rollout.batch_rows]]
+                chunk = [
+                    self.val_examples[i] for i in mine[start : start + self.cfg.rollout.batch_rows]
+                ]
                 requests = [
                     RolloutRequest(prompt=self._prompt_for(ex), images=ex.load_images())
                     for ex in chunk
@@ -370,7 +369,7 @@ class Trainer:
                     )
         if was_training:
             self.model.train()
-        gathered = gather_object([outcomes]) if self.world > 1 else [outcomes]
+        gathered = lockstep.gather_from_processes(outcomes, self.accelerator)
         if not self.is_main:
             return {}
         everything = [item for part in gathered for item in part]
@@ -551,7 +550,7 @@ class Trainer:
                 continue
             more = self._rollout_groups(indices, step, rounds)
             drawn += len(more.examples)
-            kept = _concat_groups(kept, self._keep_varied_groups(more), limit=wanted)
+            kept = kept.concat_groups(self._keep_varied_groups(more), limit=wanted)
         kept_here = len(kept.examples)
         totals = lockstep.sum_over_processes([kept_here, drawn, passed], self.accelerator)
         stats = {
@@ -573,7 +572,7 @@ class Trainer:
         kept_groups = sorted(
             {row.group for row, k in zip(batch.rows, keep.tolist(), strict=True) if k}
         )
-        return _select_groups(batch, kept_groups)
+        return batch.select_groups(kept_groups)
 
     # ------------------------------------------------------------------------------------------
     # Old log-probs, rationale embeddings, spans
@@ -596,17 +595,15 @@ class Trainer:
         return policy_batch.to(device)
 
     def _old_logprobs_and_embeddings(self, batch: StepBatch, rows: Sequence[int]) -> None:
-        """Old log-probs AND rationale embeddings of ``rows`` in one forward (no grad); also the
-        tag regions of each response. Results land in ``batch.per_row``."""
-        rows = list(rows)
-        if not rows:
-            return
+        """Old log-probs AND rationale embeddings of ``rows`` in one forward (no grad), the
+        reference log-probs when there is a reference model, and the tag regions of each
+        response: the batch's forward columns."""
         want_embeddings = self.estimator.needs_embeddings
         for chunk in self._micro_batches(rows):
             policy_batch = self._collate(batch, chunk)
-            regions = region_masks(
-                self.tokenizer, policy_batch.response_ids.cpu(), policy_batch.response_mask.cpu()
-            )
+            response_ids = policy_batch.response_ids.cpu()
+            response_mask = policy_batch.response_mask.cpu()
+            regions = region_masks(self.tokenizer, response_ids, response_mask)
             out = policy_forward(
                 self.policy,
                 policy_batch,
@@ -615,48 +612,41 @@ class Trainer:
                 temperature=self._logprob_temperature,
                 suppress_token_ids=self.suppress_ids,
             )
-            ref = None
+            ref_logp = None
             if self.reference is not None:
-                ref = policy_forward(
+                ref_logp = policy_forward(
                     self.reference,
                     policy_batch,
                     want_embeddings=False,
                     temperature=self._logprob_temperature,
                     suppress_token_ids=self.suppress_ids,
                 ).token_logprobs
-            self._store_rows(
-                batch, chunk, policy_batch, regions, out.token_logprobs, out.embeddings, ref
+            old_logp = out.token_logprobs.detach().cpu()
+            batch.store(
+                chunk,
+                old_logp=old_logp,
+                ref_logp=ref_logp,
+                think_mask=regions.think_mask,
+                answer_mask=regions.answer_mask,
+                think_len=regions.think_len,
+                answer_len=regions.answer_len,
+                # Each row's own tokens only: the sum an unpadded row would give.
+                old_logp_sum=torch.stack(
+                    [old_logp[k, : int(response_mask[k].sum())].sum() for k in range(len(chunk))]
+                ),
+                embeddings=out.embeddings,
             )
+
+    @property
+    def suppress_ids(self) -> list[int]:
+        """What the current engine never samples: log-probs are scored with the same ids
+        suppressed (read from the engine each time, so a replaced engine is followed)."""
+        return list(self.engine.suppress_token_ids)
 
     @property
     def _logprob_temperature(self) -> float:
         # Greedy rollouts have no temperature; score them under the plain distribution.
         return self.cfg.rollout.temperature or 1.0
-
-    def _store_rows(
-        self,
-        batch: StepBatch,
-        rows: list[int],
-        policy_batch: Any,
-        regions: RegionMasks,
-        old_logp: torch.Tensor,
-        embeddings: torch.Tensor | None,
-        ref_logp: torch.Tensor | None,
-    ) -> None:
-        store = batch.per_row
-        mask = policy_batch.response_mask.cpu()
-        for k, row in enumerate(rows):
-            length = int(mask[k].sum())
-            entry = {
-                "old_logp": old_logp[k, :length].detach().cpu(),
-                "think_mask": regions.think_mask[k, :length],
-                "answer_mask": regions.answer_mask[k, :length],
-                "think_len": int(regions.think_len[k]),
-                "answer_len": int(regions.answer_len[k]),
-                "embedding": None if embeddings is None else embeddings[k].detach().cpu(),
-                "ref_logp": None if ref_logp is None else ref_logp[k, :length].detach().cpu(),
-            }
-            store[row] = entry
 
     # ------------------------------------------------------------------------------------------
     # RGR
@@ -721,214 +711,86 @@ class Trainer:
                 time_limit=cfg.algo.reward.verify_time_limit,
             )
             row.reward = verdict_reward(row.verdict, weight)
-        start = len(batch.rows)
-        batch.rows.extend(new_rows)
-        self._old_logprobs_and_embeddings(batch, range(start, len(batch.rows)))
+        self._old_logprobs_and_embeddings(batch, batch.append_rows(new_rows))
 
     # ------------------------------------------------------------------------------------------
     # Advantages
 
     def _advantages(self, batch: StepBatch) -> EstimatorResult:
-        per_row = batch.per_row
-        n = len(batch.rows)
         reflected = batch.column("reflected_from", torch.long)
-        embeddings = None
-        if self.estimator.needs_embeddings:
+        embeddings = batch.embeddings
+        if embeddings is not None:
             # An RGR row is never an anchor or negative candidate; it carries its source's
             # embedding only so the tensor is dense.
-            embeddings = torch.stack(
-                [
-                    per_row[i]["embedding"]
-                    if reflected[i] < 0
-                    else per_row[int(reflected[i])]["embedding"]
-                    for i in range(n)
-                ]
-            )
+            embeddings = embeddings[
+                torch.where(reflected >= 0, reflected, torch.arange(len(batch)))
+            ]
         advantage_batch = AdvantageBatch(
-            rewards=torch.tensor([row.reward for row in batch.rows], dtype=torch.float32),
+            rewards=batch.column("reward", torch.float32),
             correct=batch.verdict_column("acc"),
             group_index=batch.column("group", torch.long),
-            think_len=torch.tensor([per_row[i]["think_len"] for i in range(n)]),
-            answer_len=torch.tensor([per_row[i]["answer_len"] for i in range(n)]),
+            think_len=batch.think_len,
+            answer_len=batch.answer_len,
             embeddings=embeddings,
-            old_logprob_sum=torch.stack([per_row[i]["old_logp"].sum() for i in range(n)]).float(),
+            old_logprob_sum=batch.old_logp_sum.float(),
             reflected_from=reflected if bool((reflected >= 0).any()) else None,
-            response_len=torch.tensor([len(row.response_ids) for row in batch.rows]),
+            response_len=batch.response_len,
         )
         return self.estimator.advantages(advantage_batch, self.care_cfg)
 
     def _token_advantages(self, batch: StepBatch, result: EstimatorResult) -> None:
-        per_row = batch.per_row
-        correct = batch.verdict_column("acc")
-        for i in range(len(batch.rows)):
-            entry = per_row[i]
-            length = entry["old_logp"].shape[0]
-            seq_adv = result.advantages[i : i + 1].float()
-            mask = torch.ones(1, length, dtype=torch.bool)
-            if self.cfg.algo.token_weighting == "region":
-                token_adv = region_token_advantages(
-                    seq_adv,
-                    correct[i : i + 1],
-                    entry["think_mask"][None],
-                    entry["answer_mask"][None],
-                    mask,
-                    gamma_pos=self.cfg.algo.gamma_pos,
-                )
-            else:
-                token_adv = uniform_token_advantages(seq_adv, mask)
-            entry["token_adv"] = token_adv[0]
+        """Every row's token advantages in one call: the ``token_adv`` column."""
+        seq_adv = result.advantages.float()
+        if self.cfg.algo.token_weighting == "region":
+            token_adv = region_token_advantages(
+                seq_adv,
+                batch.verdict_column("acc"),
+                batch.think_mask,
+                batch.answer_mask,
+                batch.response_mask,
+                gamma_pos=self.cfg.algo.gamma_pos,
+            )
+        else:
+            token_adv = uniform_token_advantages(seq_adv, batch.response_mask)
+        batch.token_adv = token_adv
 
     # ------------------------------------------------------------------------------------------
     # Update
 
-    def _mini_batches(self, batch: StepBatch) -> list[list[int]]:
-        """Rows split into the step's optimizer updates by prompt group (RGR rows with theirs)."""
-        n_updates = self.cfg.train.prompts_per_step // self.cfg.train.mini_batch_prompts
-        groups = sorted({row.group for row in batch.rows})
-        parts = np.array_split(np.array(groups, dtype=int), n_updates)
-        out = []
-        for part in parts:
-            chosen = set(part.tolist())
-            out.append([i for i, row in enumerate(batch.rows) if row.group in chosen])
-        return out
-
-    def _mini_batch_plan(self, batch: StepBatch, rows: list[int]) -> tuple[float, float, int]:
-        """``(pg_denominator, kl_denominator, micro_batch_count)`` of one mini-batch spread over
-        the processes (one gather).
-
-        DDP and FSDP average gradients over processes, so each process divides its loss sums by
-        the MEAN of the processes' denominators: the average of the processes' gradients is then
-        the gradient of the whole mini-batch's mean, as one process would compute it, also when
-        the processes hold different numbers of tokens or rows. The micro-batch count is the
-        busiest process's, so every process runs the same number of passes.
-        """
-        per_row = batch.per_row
-        local = [
-            self._denominator(per_row, rows, self.cfg.loss.count_zero_adv_rows),
-            self._denominator(per_row, rows, True),
-            float(len(self._micro_batch_parts(batch, rows))),
-        ]
-        plan = torch.tensor([local], dtype=torch.float64, device=self.accelerator.device)
-        if self.world > 1:
-            plan = self.accelerator.gather(plan)
-        return float(plan[:, 0].mean()), float(plan[:, 1].mean()), int(plan[:, 2].max())
-
-    def _micro_batch_parts(self, batch: StepBatch, rows: list[int]) -> list[list[int]]:
-        """``rows`` in micro-batches of at most ``micro_batch_rows``, ordinary rows and RGR
-        repairs apart, each in length order.
-
-        A micro-batch is padded to its longest context + response, and a repair's context holds
-        the prompt plus the failed reasoning and the repair cue: one repair among ordinary rows
-        pads all of them (measured: +50 % update time for +5 % rows)."""
-        size = self.cfg.train.micro_batch_rows
-        parts: list[list[int]] = []
-        for repairs in (False, True):
-            subset = sorted(
-                (i for i in rows if bool(batch.rows[i].prefix) == repairs),
-                key=lambda i: (len(batch.rows[i].prefix), len(batch.rows[i].response_ids)),
-            )
-            if subset:
-                count = math.ceil(len(subset) / size)
-                parts.extend(p.tolist() for p in np.array_split(np.array(subset, dtype=int), count))
-        return parts
-
-    def _equal_micro_batches(
-        self, batch: StepBatch, rows: list[int], count: int
-    ) -> list[list[int]]:
-        """This process's micro-batches padded with empty ones to exactly ``count``: DDP
-        all-reduces on the synced backward and FSDP all-gathers in every forward, so every
-        process must run the same number of passes."""
-        parts = self._micro_batch_parts(batch, rows)
-        return parts + [[] for _ in range(count - len(parts))]
-
     def _update(self, batch: StepBatch, *, rows_count: bool = True) -> dict[str, float]:
-        """The step's optimizer updates; returns the loss metrics of all processes' rows.
+        """The step's optimizer updates (care.train.update); returns the loss metrics of every
+        process's rows.
 
         ``rows_count=False`` (DAPO kept no group on this process): the rows only keep this
         process in step with the others and add nothing to the gradient or its denominators.
         """
         cfg = self.cfg
-        per_row = batch.per_row
-        totals: dict[str, float] = {}
-        weights_seen: dict[str, float] = {}
-        grad_norms, entropies, rates = [], [], []
+        updates = cfg.train.prompts_per_step // cfg.train.mini_batch_prompts
+        token_mean = self.loss_cfg.aggregation == "token_mean"
+        meter = update.LossMeter()
+        grad_norms, rates = [], []
         self.model.train()
         for _ in range(cfg.train.ppo_epochs):
-            for mini in self._mini_batches(batch):
-                mini = mini if rows_count else []
-                pg_denominator, kl_denominator, count = self._mini_batch_plan(batch, mini)
-                if count == 0:
-                    continue  # no process has rows in this mini-batch: all skip it together
-                micro_batches = self._equal_micro_batches(batch, mini, count)
-                for index, micro in enumerate(micro_batches):
-                    # A process with nothing left in this mini-batch still joins the collectives,
-                    # with a zero-weight pass over its first row.
-                    padding = not micro
-                    counted = micro
-                    micro = micro or [0]
-                    policy_batch = self._collate(batch, micro)
-                    device = policy_batch.response_ids.device
-                    length = policy_batch.response_ids.shape[1]
-                    old_logp = _pad_stack([per_row[i]["old_logp"] for i in micro], length).to(
-                        device
-                    )
-                    token_adv = _pad_stack([per_row[i]["token_adv"] for i in micro], length).to(
-                        device
-                    )
-                    answer_mask = _pad_stack(
-                        [per_row[i]["answer_mask"] for i in micro], length, dtype=torch.bool
-                    ).to(device)
-                    sync = index == len(micro_batches) - 1
-                    context = self.accelerator.no_sync(self.model) if not sync else nullcontext()
-                    with context:
-                        out = policy_forward(
-                            self.model,
-                            policy_batch,
-                            want_embeddings=False,
-                            requires_grad=True,
-                            want_entropy=True,
-                            temperature=self._logprob_temperature,
-                            suppress_token_ids=self.suppress_ids,
-                        )
-                        mask = policy_batch.response_mask
-                        pg = policy_loss(
-                            out.token_logprobs,
-                            old_logp,
-                            token_adv,
-                            mask,
-                            self.loss_cfg,
-                            answer_mask,
-                        )
-                        pg_weight = self._micro_share(
-                            per_row, counted, pg_denominator, cfg.loss.count_zero_adv_rows
-                        )
-                        loss = pg.loss * pg_weight
-                        metrics = dict(pg.metrics)
-                        if self.reference is not None:
-                            ref_logp = _pad_stack(
-                                [per_row[i]["ref_logp"] for i in micro], length
-                            ).to(device)
-                            kl = kl_loss(
-                                out.token_logprobs,
-                                ref_logp,
-                                mask,
-                                estimator=cfg.loss.kl_estimator,
-                                aggregation=self.loss_cfg.aggregation,
-                                norm_length=self.loss_cfg.norm_length,
-                            )
-                            kl_weight = self._micro_share(per_row, counted, kl_denominator, True)
-                            loss = loss + cfg.loss.kl_coef * kl.loss * kl_weight
-                            metrics.update(kl.metrics)
+            for rows in update.mini_batches(batch, updates):
+                rows = rows if rows_count else []
+                micro = update.micro_batches(batch, rows, cfg.train.micro_batch_rows)
+                plan = lockstep.mini_batch_plan(
+                    update.loss_denominator(
+                        batch, rows, token_mean=token_mean, count_zero=cfg.loss.count_zero_adv_rows
+                    ),
+                    update.loss_denominator(batch, rows, token_mean=token_mean, count_zero=True),
+                    len(micro),
+                    self.accelerator,
+                )
+                if plan.passes == 0:
+                    continue  # no process has rows in this update: all skip it together
+                for index, part in enumerate(lockstep.pad_passes(micro, plan.passes)):
+                    synced = index == plan.passes - 1
+                    with nullcontext() if synced else self.accelerator.no_sync(self.model):
+                        loss, metrics, entropy, mask = self._micro_batch_loss(batch, part, plan)
                         self.accelerator.backward(loss)
-                    if padding:
-                        continue
-                    tokens = float(mask.sum())
-                    entropies.append((float((out.entropy * mask).sum()), tokens))
-                    for key, value in metrics.items():
-                        if value is None or (isinstance(value, float) and math.isnan(value)):
-                            continue
-                        totals[key] = totals.get(key, 0.0) + value * tokens
-                        weights_seen[key] = weights_seen.get(key, 0.0) + tokens
+                    if part:  # an empty part is a zero-weight pass over row 0
+                        meter.add(metrics, entropy, mask)
                 grad_norm = self.accelerator.clip_grad_norm_(
                     self.model.parameters(), cfg.optim.grad_clip
                 )
@@ -939,52 +801,57 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
-        entropy_sum = sum(e for e, _ in entropies)
-        entropy_tokens = sum(t for _, t in entropies)
-        if self.world > 1:
-            # The logged losses describe every process's rows, not only the main process's.
-            parts = gather_object([(totals, weights_seen, entropy_sum, entropy_tokens)])
-            totals, weights_seen, entropy_sum, entropy_tokens = {}, {}, 0.0, 0.0
-            for part_totals, part_weights, part_entropy, part_tokens in parts:
-                for key, value in part_totals.items():
-                    totals[key] = totals.get(key, 0.0) + value
-                    weights_seen[key] = weights_seen.get(key, 0.0) + part_weights[key]
-                entropy_sum += part_entropy
-                entropy_tokens += part_tokens
-        metrics = {key: totals[key] / weights_seen[key] for key in totals}
+        metrics = meter.means(self.accelerator)
         metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
-        metrics["entropy"] = entropy_sum / entropy_tokens if entropy_tokens else float("nan")
         # The mean rate of the step's updates (they differ only while a warm-up is running).
         metrics["lr"] = float(np.mean(rates)) if rates else float("nan")
         return metrics
 
-    def _denominator(
-        self, per_row: dict[int, dict[str, Any]], rows: list[int], count_zero: bool
-    ) -> float:
-        """Tokens (token_mean) or rows (sequence means) that ``rows`` contribute to a mean."""
-        total = 0.0
-        for i in rows:
-            entry = per_row[i]
-            n_tokens = entry["old_logp"].shape[0]
-            if n_tokens == 0:
-                continue
-            if not count_zero and not bool((entry["token_adv"] != 0).any()):
-                continue
-            total += n_tokens if self.loss_cfg.aggregation == "token_mean" else 1.0
-        return total
+    def _micro_batch_loss(
+        self, batch: StepBatch, rows: list[int], plan: lockstep.MiniBatchPlan
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
+        """Forward ``rows`` with grad: ``(loss, metrics, entropy [B, L], response mask)``.
+        No rows: a pass over row 0 with weight zero (it keeps the collectives in step)."""
+        cfg = self.cfg
+        token_mean = self.loss_cfg.aggregation == "token_mean"
+        policy_batch = self._collate(batch, rows or [0])
+        out = policy_forward(
+            self.model,
+            policy_batch,
+            want_embeddings=False,
+            requires_grad=True,
+            want_entropy=True,
+            temperature=self._logprob_temperature,
+            suppress_token_ids=self.suppress_ids,
+        )
+        mask = policy_batch.response_mask
+        length = mask.shape[1]
 
-    def _micro_share(
-        self,
-        per_row: dict[int, dict[str, Any]],
-        rows: list[int],
-        denominator: float,
-        count_zero: bool,
-    ) -> float:
-        """This micro-batch's share of the mini-batch denominator: the factor that turns its
-        micro-batch mean into its part of the mini-batch mean."""
-        if denominator == 0:
-            return 0.0
-        return self._denominator(per_row, rows, count_zero) / denominator
+        def column(name: str) -> torch.Tensor:
+            return getattr(batch, name)[rows or [0], :length].to(mask.device)
+
+        def share(denominator: float, count_zero: bool) -> float:
+            if denominator == 0:
+                return 0.0
+            part = update.loss_denominator(
+                batch, rows, token_mean=token_mean, count_zero=count_zero
+            )
+            return part / denominator
+
+        loss, metrics = update.micro_batch_loss(
+            out.token_logprobs,
+            column("old_logp"),
+            column("token_adv"),
+            mask,
+            column("answer_mask"),
+            self.loss_cfg,
+            pg_weight=share(plan.pg_denominator, cfg.loss.count_zero_adv_rows),
+            ref_logp=column("ref_logp") if self.reference is not None else None,
+            kl_coef=cfg.loss.kl_coef,
+            kl_estimator=cfg.loss.kl_estimator,
+            kl_weight=share(plan.kl_denominator, True),
+        )
+        return loss, metrics, out.entropy, mask
 
     # ------------------------------------------------------------------------------------------
     # Logging and checkpoints
@@ -999,7 +866,7 @@ class Trainer:
     ) -> dict[str, float]:
         rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
         payload = _row_payload(batch, result, self.rank, rgr_on)
-        gathered = gather_object([payload]) if self.world > 1 else [payload]
+        gathered = lockstep.gather_from_processes(payload, self.accelerator)
         metrics: dict[str, float] = {}
         if self.is_main:
             merged = _merge_payloads(gathered)
@@ -1061,7 +928,9 @@ class Trainer:
 # Helpers (pure functions of a step's rows)
 
 
-def _validation_metrics(outcomes: Sequence[tuple[str | None, Any, float, float]]) -> dict[str, float]:
+def _validation_metrics(
+    outcomes: Sequence[tuple[str | None, Any, float, float]],
+) -> dict[str, float]:
     """``val/*`` metrics from (family, difficulty, acc, fmt) per validation row."""
     metrics = {
         "val/acc": float(np.mean([acc for _, _, acc, _ in outcomes])),
@@ -1078,44 +947,10 @@ def _validation_metrics(outcomes: Sequence[tuple[str | None, Any, float, float]]
     return metrics
 
 
-def _pad_stack(
-    values: list[torch.Tensor], length: int, dtype: torch.dtype | None = None
-) -> torch.Tensor:
-    dtype = dtype or values[0].dtype
-    out = torch.zeros(len(values), length, dtype=dtype)
-    for i, value in enumerate(values):
-        out[i, : value.shape[0]] = value.to(dtype)
-    return out
-
-
-def _select_groups(batch: StepBatch, groups: list[int]) -> StepBatch:
-    remap = {old: new for new, old in enumerate(groups)}
-    out = StepBatch(examples=[batch.examples[g] for g in groups])
-    for row in batch.rows:
-        if row.group in remap:
-            out.rows.append(_regroup(row, remap[row.group]))
-    return out
-
-
-def _concat_groups(first: StepBatch, second: StepBatch, limit: int) -> StepBatch:
-    room = max(0, limit - len(first.examples))
-    second = _select_groups(second, list(range(min(room, len(second.examples)))))
-    offset = len(first.examples)
-    out = StepBatch(examples=first.examples + second.examples, rows=list(first.rows))
-    out.rows.extend(_regroup(row, row.group + offset) for row in second.rows)
-    return out
-
-
-def _regroup(row: Row, group: int) -> Row:
-    fields = {**row.__dict__, "group": group}
-    return Row(**fields)
-
-
 def _row_payload(
     batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
 ) -> dict[str, Any]:
     """Everything the logs need about this process's rows, as plain Python data."""
-    per_row = batch.per_row
     care = result.care
     rows = batch.rows
     payload: dict[str, Any] = {
@@ -1123,7 +958,7 @@ def _row_payload(
         "group": [row.group for row in rows],
         "reflected_from": [row.reflected_from for row in rows],
         "advantages": result.advantages.tolist(),
-        "token_abs_sum": [float(per_row[i]["token_adv"].abs().sum()) for i in range(len(rows))],
+        "token_abs_sum": batch.token_adv.abs().sum(dim=1).tolist(),
         "correct": [bool(row.verdict.acc) for row in rows],
         "format": [bool(row.verdict.fmt) for row in rows],
         "verdict": [row.verdict for row in rows],
