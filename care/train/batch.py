@@ -55,6 +55,24 @@ class Row:
     verdict: Verdict | None = None
     reward: float = 0.0
 
+    @classmethod
+    def sampled(
+        cls, out: Any, *, group: int, prompt: str, images: Sequence[Image.Image], **fields: Any
+    ) -> Row:
+        """A row from a sampler output (:class:`care.rollout.base.RolloutOutput`); ``fields``
+        sets ``prefix``, ``reflected_from`` or ``index_in_group``."""
+        return cls(
+            group=group,
+            prompt=prompt,
+            images=list(images),
+            prefix=fields.pop("prefix", ""),
+            response_ids=list(out.response_ids),
+            text=out.text,
+            sampler_logprobs=list(out.logprobs),
+            finish_reason=out.finish_reason,
+            **fields,
+        )
+
 
 # Columns [N, L] (padded per token) and [N] or [N, H] (one value per row), with their pad value.
 _TOKEN_COLUMNS = ("old_logp", "ref_logp", "think_mask", "answer_mask", "token_adv")

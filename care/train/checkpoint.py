@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from care.models.vlm import save_policy
+
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -134,3 +136,15 @@ def load_trainer_state(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no trainer state (not a resumable checkpoint)")
     # Our own file: optimizer states and RNG tuples need full unpickling.
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def save_model_files(
+    policy: Any, processor: Any, folder: Path, model_state: dict[str, torch.Tensor] | None
+) -> None:
+    """The Hugging Face files of a checkpoint: the policy's own weights, or ``model_state``
+    (whole tensors gathered from FSDP2 shards) when given."""
+    if model_state is None:
+        save_policy(policy, processor, folder)
+        return
+    policy.save_pretrained(str(folder), state_dict=model_state)
+    processor.save_pretrained(str(folder))

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -146,3 +148,75 @@ def load_full_optimizer_state(
     for name, param in model.named_parameters():
         if name not in with_state:
             optimizer.state.pop(param, None)
+
+
+def initialise_root(model: torch.nn.Module, pad_token_id: int, device: torch.device) -> None:
+    """One text-only, no-grad forward through the whole FSDP2 model on every process.
+
+    FSDP2 makes the first module that runs forward its root. transformers' generate() (>= 5.18)
+    encodes the images before any forward through the whole model, so a vision block would
+    become root and the next forward fail ("FSDP state has already been lazily initialized").
+    Registering generate() as an FSDP forward method does not do: it nests root forwards, and
+    the outer one reshards the root's parameters after every call.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[pad_token_id]], device=device), use_cache=False)
+    # The root (and the units of tied weights) keep their parameters unsharded after forward;
+    # the optimizer, and loading its state on resume, work on the shards.
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+@contextmanager
+def full_weights(model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+    """Whole weights on every process for rollout and no-grad scoring.
+
+    Under FSDP2 the shards are gathered once here and kept through every forward: the processes
+    generate different numbers of tokens and score different numbers of rows, so per-forward
+    all-gathers would deadlock. DDP and one process hold whole weights already (no-op).
+    """
+    if not accelerator.is_fsdp2:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for module in sharded:
+        module.unshard()
+    model.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for module in sharded:
+            module.reshard()
+        model.set_reshard_after_forward(accelerator.state.fsdp_plugin.reshard_after_forward)
+        # FSDP keeps the root unsharded after forward (its default): the backward needs it.
+        model.set_reshard_after_forward(False, recurse=False)
+
+
+def whole_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator: Accelerator
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """``(model state, optimizer state)`` for a checkpoint.
+
+    Under FSDP2 every process takes part in gathering the shards into whole tensors (on the CPU
+    of the main process); the model state is returned for ``save_pretrained``. Otherwise the
+    model state is None (the policy saves itself) and the optimizer's own state dict is used.
+    """
+    if not accelerator.is_fsdp2:
+        return None, optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    model_state = accelerator.get_state_dict(model)
+    optimizer_state = get_optimizer_state_dict(
+        model,
+        optimizer.optimizer,
+        options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+    )
+    return model_state, optimizer_state

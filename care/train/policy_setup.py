@@ -138,3 +138,49 @@ def make_engine(
         vllm_kwargs=vllm_kwargs,
     )
     return engine
+
+
+def make_accelerator(device: str, accelerator: Any = None) -> Any:
+    """The run's ``accelerate.Accelerator`` (``accelerator`` when given), checked for what the
+    trainer supports: FSDP only in version 2, and only where accelerate really set it up.
+
+    ``device`` is ``train.device``; "auto" on a machine without CUDA means CPU too: without
+    ``cpu=True``, processes started by torchrun there would not join a process group and would
+    each train alone.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    accelerator = accelerator or Accelerator(cpu=on_cpu)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not fsdp:
+        raise ValueError(
+            f"the accelerate config asks for FSDP, but with train.device={device!r} "
+            f"accelerate set up {accelerator.distributed_type.value} instead: accelerate "
+            "runs FSDP on GPUs only. On CPU launch with configs/accelerate/ddp_cpu_2proc.yaml"
+        )
+    if fsdp and not accelerator.is_fsdp2:
+        raise ValueError(
+            "accelerate config: FSDP version 1 is not supported by the trainer (rollout and "
+            "checkpoints need FSDP2's unshard and full state dicts); set fsdp_version: 2"
+        )
+    return accelerator
+
+
+def make_optimizer(policy: torch.nn.Module, cfg: TrainConfig) -> tuple[Any, Any]:
+    """AdamW over the policy's parameters and its linear warm-up (``optim.warmup_steps``
+    updates, then the constant ``optim.lr``)."""
+    optimizer = torch.optim.AdamW(
+        policy.parameters(),
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=cfg.optim.betas,
+    )
+    warmup = cfg.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
+    )
+    return optimizer, scheduler

@@ -101,3 +101,34 @@ def over_budget(
                 )
             )
     return found
+
+
+def drop_over_budget(
+    examples: Sequence[Example],
+    processor: Any,
+    render: Callable[[Example], str],
+    *,
+    max_prompt_tokens: int,
+    max_images: int | None,
+    on_bad_row: str,
+) -> list[Example]:
+    """``examples`` without those :func:`over_budget` finds: with ``on_bad_row="error"`` any
+    such example raises a DataError listing them (the first 20, by file:line); with ``"skip"``
+    they are left out and the caller counts them (``len(examples) - len(kept)``)."""
+    bad = over_budget(
+        examples, processor, render, max_prompt_tokens=max_prompt_tokens, max_images=max_images
+    )
+    if not bad:
+        return list(examples)
+    if on_bad_row == "error":
+        listed = "\n  ".join(str(item) for item in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise DataError(
+            f"{len(bad)} training example(s) exceed the prompt limits (set "
+            f"data.on_bad_row: skip to leave them out):\n  {listed}{more}"
+        )
+    dropped = {id(item.example) for item in bad}
+    kept = [example for example in examples if id(example) not in dropped]
+    if not kept:
+        raise DataError("every training example exceeds the prompt limits; nothing to train")
+    return kept

@@ -13,31 +13,27 @@ GPU; FSDP through an accelerate config): each process takes its share of the ste
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
 from care.algo.grpo import dynamic_sampling_keep
 from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
 from care.algo.spans import region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
 from care.config import ConfigChange, TrainConfig, resume_config_changes
-from care.data import DataError, Example, load_examples
+from care.data import Example, load_examples
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
-from care.models.vlm import save_policy
 from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
-from care.train import lockstep, update
+from care.train import fsdp2, lockstep, update, validation
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
@@ -45,15 +41,21 @@ from care.train.checkpoint import (
     restore_rng,
     restore_saved_precision,
     save_checkpoint,
+    save_model_files,
 )
-from care.train.fsdp2 import load_full_optimizer_state
-from care.train.policy_setup import build_or_load_policy, context_token_budget, make_engine
-from care.train.prompt_budget import over_budget
+from care.train.policy_setup import (
+    build_or_load_policy,
+    context_token_budget,
+    make_accelerator,
+    make_engine,
+    make_optimizer,
+)
+from care.train.prompt_budget import drop_over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
 from care.train.trackers import open_trackers, require_trackers
+from care.verify import Verdict, score, status_fractions
 from care.verify import reward as verdict_reward
-from care.verify import score, status_fractions
 
 # The reference code decodes repairs with these (docs/algorithm.md section 4, algo.rgr.sampling: reference).
 _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
@@ -102,26 +104,10 @@ class Trainer:
         self.cfg = cfg
         self.estimator: Estimator = get_estimator(cfg.algo.estimator)
         self.care_cfg = cfg.algo.care.to_care_config()
-        device = cfg.train.device
-        # "auto" on a machine without CUDA is CPU too: without cpu=True, processes started by
-        # torchrun there would not join a process group and would each train alone.
-        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        self.accelerator = accelerator or Accelerator(cpu=on_cpu)
+        self.accelerator = make_accelerator(cfg.train.device, accelerator)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
-        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not fsdp:
-            raise ValueError(
-                f"the accelerate config asks for FSDP, but with train.device={device!r} "
-                f"accelerate set up {self.accelerator.distributed_type.value} instead: accelerate "
-                "runs FSDP on GPUs only. On CPU launch with configs/accelerate/ddp_cpu_2proc.yaml"
-            )
-        if fsdp and not self.accelerator.is_fsdp2:
-            raise ValueError(
-                "accelerate config: FSDP version 1 is not supported by the trainer (rollout and "
-                "checkpoints need FSDP2's unshard and full state dicts); set fsdp_version: 2"
-            )
         self.progress = progress and self.is_main and "console" in cfg.train.loggers
         require_trackers(cfg.train.loggers)  # a missing extra fails now, not after model loading
         if cfg.train.mini_batch_prompts % self.world:
@@ -133,25 +119,12 @@ class Trainer:
         if not cfg.data.train_files:
             raise ValueError("data.train_files is empty: give at least one training file")
 
-        self.examples: list[Example] = []
-        self.skipped_rows = 0
-        for path in cfg.data.train_files:
-            loaded = load_examples(path, on_bad_row=cfg.data.on_bad_row)
-            self.examples.extend(loaded.examples)
-            self.skipped_rows += len(loaded.skipped)
-        # Held-out files are checked now rather than hours into the run, when first evaluated.
-        self.test_examples = [
-            example
-            for path in cfg.data.test_files
-            for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
-        ]
+        self.examples, self.skipped_rows = _load_split(cfg.data.train_files, cfg.data.on_bad_row)
+        # Held-out files are checked now rather than hours into the run, when first evaluated;
+        # the validation split is scored greedily every train.eval_every steps (val/acc).
+        self.test_examples, _ = _load_split(cfg.data.test_files, cfg.data.on_bad_row)
+        self.val_examples, _ = _load_split(cfg.data.val_files, cfg.data.on_bad_row)
         self._image_cache: dict[int, list[Any]] = {}
-        # The validation split, scored greedily every train.eval_every steps (val/acc).
-        self.val_examples = [
-            example
-            for path in cfg.data.val_files
-            for example in load_examples(path, on_bad_row=cfg.data.on_bad_row).examples
-        ]
 
         device = self.accelerator.device
         resume_from = latest_checkpoint(self.run_dir) if resume else None
@@ -174,7 +147,18 @@ class Trainer:
             # FSDP with bf16 mixed precision saves float32 master weights; loading them as
             # model.dtype would round them.
             restore_saved_precision(policy, resume_from[1])
-        self._drop_over_budget_examples()
+        # data.max_prompt_tokens (and, for vLLM, its image limit): skipped rows are counted.
+        vllm_images = cfg.rollout.vllm.limit_images_per_prompt
+        kept = drop_over_budget(
+            self.examples,
+            self.processor,
+            self._prompt_for,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            max_images=vllm_images if cfg.rollout.engine == "vllm" else None,
+            on_bad_row=cfg.data.on_bad_row,
+        )
+        self.skipped_rows += len(self.examples) - len(kept)
+        self.examples = kept
         self.sampler = PromptSampler(len(self.examples), seed=cfg.run.seed)
         policy.train()
         if cfg.model.gradient_checkpointing:
@@ -187,22 +171,15 @@ class Trainer:
             )
             self.reference.eval().requires_grad_(False)
 
-        optimizer = torch.optim.AdamW(
-            policy.parameters(),
-            lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
-            betas=cfg.optim.betas,
-        )
-        warmup = cfg.optim.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
-        )
+        optimizer, scheduler = make_optimizer(policy, cfg)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(
             policy, optimizer, scheduler
         )
         self.policy = self.accelerator.unwrap_model(self.model)
         if self.accelerator.is_fsdp2:
-            self._initialise_fsdp_root()
+            fsdp2.initialise_root(
+                self.model, self.processor.tokenizer.pad_token_id, self.accelerator.device
+            )
         self.tokenizer = self.processor.tokenizer
         self.engine = make_engine(
             self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
@@ -213,7 +190,7 @@ class Trainer:
             if self.accelerator.is_fsdp2:
                 # Saved whole (see save): the main process reads it and broadcasts it, and each
                 # process keeps its shard.
-                load_full_optimizer_state(
+                fsdp2.load_full_optimizer_state(
                     self.model,
                     self.optimizer.optimizer,
                     state["optimizer"] if self.is_main else None,
@@ -333,124 +310,29 @@ class Trainer:
         template and verifier: ``val/acc``, ``val/acc/<family>`` and ``val/acc/difficulty_<k>``
         (from each row's ``family`` and ``difficulty`` fields, when it has them), ``val/fmt`` and
         ``val/n``. Each process scores its share of the split; the main process returns the
-        totals (the others an empty dict).
-
-        Example: 600 rows, 300 counting of which 150 right and 300 bar_chart of which 90 right
-        → ``{"val/acc": 0.4, "val/acc/counting": 0.5, "val/acc/bar_chart": 0.3, ...}``.
+        totals (the others an empty dict); care.train.validation has the details.
         """
-        mine = list(range(self.rank, len(self.val_examples), self.world))
-        params = SamplingParams(
-            temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1
-        )
-        outcomes: list[tuple[str | None, Any, float, float]] = []
+        mine = self.val_examples[self.rank :: self.world]
         was_training = self.model.training
         self.model.eval()
         with self._full_weights():
-            for start in range(0, len(mine), self.cfg.rollout.batch_rows):
-                chunk = [
-                    self.val_examples[i] for i in mine[start : start + self.cfg.rollout.batch_rows]
-                ]
-                requests = [
-                    RolloutRequest(prompt=self._prompt_for(ex), images=ex.load_images())
-                    for ex in chunk
-                ]
-                for ex, samples in zip(chunk, self.engine.generate(requests, params), strict=True):
-                    verdict = score(
-                        samples[0].text,
-                        ex.answer,
-                        ex.choices,
-                        ex.answer_type,
-                        truncated=samples[0].finish_reason == "length",
-                        time_limit=self.cfg.algo.reward.verify_time_limit,
-                    )
-                    extra = ex.extra or {}
-                    outcomes.append(
-                        (extra.get("family"), extra.get("difficulty"), verdict.acc, verdict.fmt)
-                    )
+            outcomes = validation.greedy_outcomes(
+                self.engine,
+                mine,
+                self._prompt_for,
+                self._judge,
+                batch_rows=self.cfg.rollout.batch_rows,
+                max_new_tokens=self.cfg.rollout.max_new_tokens,
+            )
         if was_training:
             self.model.train()
         gathered = lockstep.gather_from_processes(outcomes, self.accelerator)
         if not self.is_main:
             return {}
-        everything = [item for part in gathered for item in part]
-        return _validation_metrics(everything)
+        return validation.validation_metrics([item for part in gathered for item in part])
 
-    def _initialise_fsdp_root(self) -> None:
-        """One text-only, no-grad forward through the whole model on every process.
-
-        FSDP2 makes the first module that runs forward its root. transformers' generate()
-        (>= 5.18) encodes the images before any forward through the whole model, so a vision
-        block would become root and the next forward fail ("FSDP state has already been lazily
-        initialized"). Registering generate() as an FSDP forward method does not do: it nests
-        root forwards, and the outer one reshards the root's parameters after every call.
-        """
-        token = torch.tensor(
-            [[self.processor.tokenizer.pad_token_id]], device=self.accelerator.device
-        )
-        with torch.no_grad():
-            self.model(input_ids=token, use_cache=False)
-        # The root (and the units of tied weights) keep their parameters unsharded after
-        # forward; the optimizer, and loading its state on resume, work on the shards.
-        from torch.distributed.fsdp import FSDPModule
-
-        for module in self.model.modules():
-            if isinstance(module, FSDPModule):
-                module.reshard()
-
-    @contextmanager
-    def _full_weights(self) -> Iterator[None]:
-        """Whole weights on every process for rollout and no-grad scoring.
-
-        Under FSDP2 the shards are gathered once here and kept through every forward: the
-        processes generate different numbers of tokens and score different numbers of rows, so
-        per-forward all-gathers would deadlock. DDP and one process hold whole weights already.
-        """
-        if not self.accelerator.is_fsdp2:
-            yield
-            return
-        from torch.distributed.fsdp import FSDPModule
-
-        sharded = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
-        for module in sharded:
-            module.unshard()
-        self.model.set_reshard_after_forward(False)
-        try:
-            yield
-        finally:
-            for module in sharded:
-                module.reshard()
-            reshard = self.accelerator.state.fsdp_plugin.reshard_after_forward
-            self.model.set_reshard_after_forward(reshard)
-            # FSDP keeps the root unsharded after forward (its default): the backward needs it.
-            self.model.set_reshard_after_forward(False, recurse=False)
-
-    def _drop_over_budget_examples(self) -> None:
-        """Apply ``data.max_prompt_tokens`` (and, for vLLM, its image limit) to every training
-        example: bad rows under ``data.on_bad_row`` (``skip`` counts them in
-        ``data/skipped_rows``)."""
-        cfg = self.cfg
-        limit = cfg.rollout.vllm.limit_images_per_prompt if cfg.rollout.engine == "vllm" else None
-        bad = over_budget(
-            self.examples,
-            self.processor,
-            self._prompt_for,
-            max_prompt_tokens=cfg.data.max_prompt_tokens,
-            max_images=limit,
-        )
-        if not bad:
-            return
-        if cfg.data.on_bad_row == "error":
-            listed = "\n  ".join(str(item) for item in bad[:20])
-            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-            raise DataError(
-                f"{len(bad)} training example(s) exceed the prompt limits (set "
-                f"data.on_bad_row: skip to leave them out):\n  {listed}{more}"
-            )
-        dropped = {id(item.example) for item in bad}
-        self.examples = [example for example in self.examples if id(example) not in dropped]
-        self.skipped_rows += len(bad)
-        if not self.examples:
-            raise DataError("every training example exceeds the prompt limits; nothing to train")
+    def _full_weights(self):
+        return fsdp2.full_weights(self.model, self.accelerator)
 
     # ------------------------------------------------------------------------------------------
     # Rollout and verification
@@ -481,37 +363,32 @@ class Trainer:
         outputs = self.engine.generate(requests, params)
         batch = StepBatch(examples=examples)
         for group, (request, samples) in enumerate(zip(requests, outputs, strict=True)):
-            for index, out in enumerate(samples):
-                batch.rows.append(
-                    Row(
-                        group=group,
-                        prompt=request.prompt,
-                        images=list(request.images),
-                        prefix="",
-                        response_ids=list(out.response_ids),
-                        text=out.text,
-                        sampler_logprobs=list(out.logprobs),
-                        finish_reason=out.finish_reason,
-                        index_in_group=index,
-                    )
+            batch.rows.extend(
+                Row.sampled(
+                    out, group=group, prompt=request.prompt, images=request.images, index_in_group=k
                 )
-        self._verify(batch, batch.rows)
+                for k, out in enumerate(samples)
+            )
+        self._verify(batch, batch.rows, [row.text for row in batch.rows])
         return batch
 
-    def _verify(self, batch: StepBatch, rows: Sequence[Row]) -> None:
+    def _judge(self, example: Example, text: str, finish_reason: str) -> Verdict:
+        """The verifier's verdict on a whole response (repair context included)."""
+        return score(
+            text,
+            example.answer,
+            example.choices,
+            example.answer_type,
+            truncated=finish_reason == "length",
+            time_limit=self.cfg.algo.reward.verify_time_limit,
+        )
+
+    def _verify(self, batch: StepBatch, rows: Sequence[Row], texts: Sequence[str]) -> None:
+        """Verdict and reward of each row, judged on ``texts`` (the whole responses)."""
         weight = self.cfg.algo.reward.format_weight
-        for row in rows:
-            ex = batch.examples[row.group]
-            verdict = score(
-                row.prefix + row.text,
-                ex.answer,
-                ex.choices,
-                ex.answer_type,
-                truncated=row.finish_reason == "length",
-                time_limit=self.cfg.algo.reward.verify_time_limit,
-            )
-            row.verdict = verdict
-            row.reward = verdict_reward(verdict, weight)
+        for row, text in zip(rows, texts, strict=True):
+            row.verdict = self._judge(batch.examples[row.group], text, row.finish_reason)
+            row.reward = verdict_reward(row.verdict, weight)
 
     def _local_prompt_indices(self, count: int) -> list[int]:
         """This process's share of the next ``count`` prompts (all processes draw the same list)."""
@@ -682,35 +559,21 @@ class Trainer:
             n=1, seed=step_seed(cfg.run.seed, step, 1_000 + self.rank), **sampling
         )
         outputs = self.engine.generate(requests, params)
-        new_rows = []
-        for src, prefix, samples in zip(sources, prefixes, outputs, strict=True):
-            out = samples[0]
-            source = batch.rows[src]
-            row = Row(
-                group=source.group,
-                prompt=source.prompt,
-                images=source.images,
+        new_rows = [
+            Row.sampled(
+                samples[0],
+                group=batch.rows[src].group,
+                prompt=batch.rows[src].prompt,
+                images=batch.rows[src].images,
                 prefix=prefix if rgr.train_on == "continuation" else "",
-                response_ids=list(out.response_ids),
-                text=out.text,
-                sampler_logprobs=list(out.logprobs),
-                finish_reason=out.finish_reason,
                 reflected_from=src,
             )
-            new_rows.append(row)
+            for src, prefix, samples in zip(sources, prefixes, outputs, strict=True)
+        ]
         # The verdict always reads the whole repaired response (repair context + continuation).
-        weight = cfg.algo.reward.format_weight
-        for row, prefix in zip(new_rows, prefixes, strict=True):
-            ex = batch.examples[row.group]
-            row.verdict = score(
-                prefix + row.text,
-                ex.answer,
-                ex.choices,
-                ex.answer_type,
-                truncated=row.finish_reason == "length",
-                time_limit=cfg.algo.reward.verify_time_limit,
-            )
-            row.reward = verdict_reward(row.verdict, weight)
+        self._verify(
+            batch, new_rows, [p + row.text for p, row in zip(prefixes, new_rows, strict=True)]
+        )
         self._old_logprobs_and_embeddings(batch, batch.append_rows(new_rows))
 
     # ------------------------------------------------------------------------------------------
@@ -888,17 +751,9 @@ class Trainer:
     def save(self, step: int) -> Path | None:
         """Write ``checkpoints/step_<step>`` (main process) and wait for every process."""
         path = None
-        model_state = None
-        if self.accelerator.is_fsdp2:
-            # Every process takes part in gathering the shards into whole tensors on the main one.
-            model_state = self.accelerator.get_state_dict(self.model)
-            optimizer_state = get_optimizer_state_dict(
-                self.model,
-                self.optimizer.optimizer,
-                options=StateDictOptions(full_state_dict=True, cpu_offload=True),
-            )
-        else:
-            optimizer_state = self.optimizer.state_dict()
+        model_state, optimizer_state = fsdp2.whole_state(
+            self.model, self.optimizer, self.accelerator
+        )
         if self.is_main:
             state = {
                 "optimizer": optimizer_state,
@@ -909,42 +764,29 @@ class Trainer:
             path = save_checkpoint(
                 self.run_dir,
                 step,
-                save_model=lambda folder: self._save_model(folder, model_state),
+                save_model=lambda folder: save_model_files(
+                    self.policy, self.processor, folder, model_state
+                ),
                 trainer_state=state,
                 keep=self.cfg.train.keep_checkpoints,
             )
         self.accelerator.wait_for_everyone()
         return path
 
-    def _save_model(self, folder: Path, model_state: dict[str, torch.Tensor] | None) -> None:
-        if model_state is None:
-            save_policy(self.policy, self.processor, folder)
-            return
-        self.policy.save_pretrained(str(folder), state_dict=model_state)
-        self.processor.save_pretrained(str(folder))
-
 
 # ----------------------------------------------------------------------------------------------
 # Helpers (pure functions of a step's rows)
 
 
-def _validation_metrics(
-    outcomes: Sequence[tuple[str | None, Any, float, float]],
-) -> dict[str, float]:
-    """``val/*`` metrics from (family, difficulty, acc, fmt) per validation row."""
-    metrics = {
-        "val/acc": float(np.mean([acc for _, _, acc, _ in outcomes])),
-        "val/fmt": float(np.mean([fmt for _, _, _, fmt in outcomes])),
-        "val/n": float(len(outcomes)),
-    }
-    for position, name in ((0, "val/acc/{}"), (1, "val/acc/difficulty_{}")):
-        groups: dict[Any, list[float]] = {}
-        for outcome in outcomes:
-            if outcome[position] is not None:
-                groups.setdefault(outcome[position], []).append(outcome[2])
-        for key in sorted(groups, key=str):
-            metrics[name.format(key)] = float(np.mean(groups[key]))
-    return metrics
+def _load_split(paths: Sequence[str | Path], on_bad_row: str) -> tuple[list[Example], int]:
+    """The examples of ``paths`` in order, and how many bad rows ``on_bad_row: skip`` left out."""
+    examples: list[Example] = []
+    skipped = 0
+    for path in paths:
+        loaded = load_examples(path, on_bad_row=on_bad_row)
+        examples.extend(loaded.examples)
+        skipped += len(loaded.skipped)
+    return examples, skipped
 
 
 def _row_payload(
