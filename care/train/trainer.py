@@ -103,7 +103,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.estimator: Estimator = get_estimator(cfg.algo.estimator)
-        self.care_cfg = cfg.algo.care.to_care_config()
+        self.care_cfg = cfg.algo.care
         device = cfg.train.device
         # "auto" on a machine without CUDA is CPU too: without cpu=True, processes started by
         # torchrun there would not join a process group and would each train alone.
@@ -210,7 +210,13 @@ class Trainer:
             self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
         )
         self.suppress_ids = list(getattr(self.engine, "suppress_token_ids", []))
-        self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
+        # Dr. GRPO divides token sums by the longest response a rollout may have, unless the
+        # config names another length.
+        self.loss_cfg = (
+            cfg.loss
+            if cfg.loss.norm_length is not None
+            else cfg.loss.model_copy(update={"norm_length": cfg.rollout.max_new_tokens})
+        )
         self.start_step = 0
         if state is not None:
             if self.accelerator.is_fsdp2:
