@@ -33,6 +33,7 @@ from pydantic import (
 from care.algo.care import CareConfig
 from care.algo.losses import PolicyLossConfig
 from care.algo.registry import estimator_names, get_estimator
+from care.models.tiny_config import TinyVLMConfig
 
 
 class ConfigError(ValueError):
@@ -49,16 +50,6 @@ class RunSection(_Section):
     seed: int = Field(0, description="Seed for data order, sampling and model init.")
 
 
-class TinyModelSection(_Section):
-    hidden_size: int = Field(64, ge=8, description="Text hidden size of the tiny random model.")
-    num_layers: int = Field(2, ge=1, description="Decoder layers of the tiny model.")
-    num_heads: int = Field(4, ge=1, description="Attention heads.")
-    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
-    intermediate_size: int = Field(128, ge=8, description="MLP width.")
-    vision_depth: int = Field(1, ge=1, description="Vision transformer blocks.")
-    vision_hidden_size: int = Field(32, ge=8, description="Vision hidden size.")
-
-
 class ModelSection(_Section):
     path: str | None = Field(
         None, description="Local Hugging Face checkpoint folder; null builds the tiny model."
@@ -66,7 +57,11 @@ class ModelSection(_Section):
     tokenizer: Literal["tiny_bpe", "qwen2_5"] = Field(
         "tiny_bpe", description="Tokenizer of the tiny model (ignored when path is set)."
     )
-    tiny: TinyModelSection = Field(default_factory=TinyModelSection)
+    tiny: TinyVLMConfig = Field(
+        default_factory=TinyVLMConfig,
+        description="Shape of the tiny model: care.models.tiny_config.TinyVLMConfig, the class "
+        "build_tiny_vlm takes.",
+    )
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
     image_size: int | None = Field(
         112,

@@ -442,12 +442,16 @@ def test_prompt_tokens_count_the_vision_tokens_the_processor_produces(tmp_path, 
 def test_a_pixel_budget_shrinks_a_checkpoints_images(tmp_path):
     from care.config import ModelSection
     from care.models.policy import encode_context
+    from care.models.tiny_config import TinyVLMConfig
     from care.models.tokenizer import train_tiny_bpe_tokenizer
     from care.models.vlm import build_tiny_vlm, save_policy
     from care.train.policy_setup import build_or_load_policy
 
     model, processor = build_tiny_vlm(
-        train_tiny_bpe_tokenizer(), hidden_size=32, num_layers=1, max_pixels=448 * 448, seed=0
+        train_tiny_bpe_tokenizer(),
+        shape=TinyVLMConfig(hidden_size=32, num_layers=1, intermediate_size=64),
+        max_pixels=448 * 448,
+        seed=0,
     )
     save_policy(model, processor, tmp_path / "ckpt")
     image = Image.new("RGB", (448, 448))
@@ -465,7 +469,10 @@ def test_a_pixel_budget_shrinks_a_checkpoints_images(tmp_path):
     with pytest.raises(ValueError, match=r"model.image_size=448 does not describe the processor"):
         vision_tokens(ModelSection(path=str(tmp_path / "ckpt"), image_size=448))
     square, square_processor = build_tiny_vlm(
-        train_tiny_bpe_tokenizer(), hidden_size=32, num_layers=1, image_size=56, seed=0
+        train_tiny_bpe_tokenizer(),
+        shape=TinyVLMConfig(hidden_size=32, num_layers=1, intermediate_size=64),
+        image_size=56,
+        seed=0,
     )
     save_policy(square, square_processor, tmp_path / "square")
     assert vision_tokens(ModelSection(path=str(tmp_path / "square"), image_size=56)) == 4
@@ -685,3 +692,15 @@ def test_the_trainer_uses_the_configs_own_objects(data_dir, tmp_path):
         )
     )
     assert Trainer(named, progress=False).loss_cfg is named.loss
+
+
+def test_the_tiny_section_is_the_shape_build_tiny_vlm_takes():
+    from care.models.tiny_config import TinyVLMConfig
+
+    cfg = config_from_dict({"model": {"tiny": {"hidden_size": 32, "intermediate_size": 64}}})
+    assert cfg.model.tiny == TinyVLMConfig(hidden_size=32, intermediate_size=64)
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"model": {"tiny": {"hidden_size": 60, "num_heads": 8}}})
+    assert "model.tiny: hidden_size (60) must be divisible by num_heads (8)" in str(error.value)
+    with pytest.raises(ConfigError, match=r"model\.tiny\.num_layers: Input should be greater"):
+        config_from_dict({"model": {"tiny": {"num_layers": 0}}})

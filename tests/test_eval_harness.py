@@ -27,6 +27,7 @@ from fixtures.benchmarks import write_fixtures
 from typer.testing import CliRunner
 
 from care.cli import app
+from care.models.tiny_config import TinyVLMConfig
 from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
@@ -65,12 +66,14 @@ def scripted_vlm(reply: str):
     tokenizer = train_tiny_bpe_tokenizer()
     model, processor = build_tiny_vlm(
         tokenizer,
-        hidden_size=32,
-        num_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        vision_hidden_size=16,
+        shape=TinyVLMConfig(
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=64,
+            vision_hidden_size=16,
+        ),
         image_size=56,
         seed=0,
     )
