@@ -66,8 +66,8 @@ class Estimator:
         uses_rgr: the trainer runs Reflection-Guided Resampling before computing advantages.
         dynamic_sampling: drop groups whose rewards have zero variance and refill the batch.
         token_weighting: ``"region"`` (CARE's answer/think weights) or ``"uniform"``.
-        loss_defaults: policy-loss settings that define the method (PolicyLossConfig fields, plus
-            ``kl_coef``); a user config may still override them.
+        loss_defaults: the PolicyLossConfig fields that define the method; a run config fills
+            the ones it leaves unset from here before validation, and may set any of them.
     """
 
     name: str
