@@ -662,14 +662,24 @@ def test_the_loss_section_is_the_policy_loss_config_the_loss_takes():
         config_from_dict({"loss": {"dual_clip": 0.5}})
 
 
-def test_a_checkpoint_from_before_the_loss_section_held_every_loss_setting_resumes():
+def test_a_checkpoint_from_before_the_algorithms_classes_became_sections_resumes():
+    # The settings the loss and the tiny model took as arguments only, before their classes
+    # became the config's sections.
     checkpoint = _config().to_dict()
     del checkpoint["loss"]["norm_length"], checkpoint["loss"]["log_ratio_clamp"]
+    del checkpoint["model"]["tiny"]["vision_num_heads"]
+    del checkpoint["model"]["tiny"]["initializer_range"]
     changes = resume_config_changes(checkpoint, _config(), checkpoint_step=2)
     assert [(c.field, c.new, c.added) for c in changes] == [
+        ("model.tiny.vision_num_heads", 2, True),
+        ("model.tiny.initializer_range", 0.02, True),
         ("loss.norm_length", None, True),
         ("loss.log_ratio_clamp", 20.0, True),
     ]
+    with pytest.raises(ConfigError, match=r"model\.tiny\.initializer_range: None → 0\.2"):
+        resume_config_changes(
+            checkpoint, _config(model={"tiny": {"initializer_range": 0.2}}), checkpoint_step=2
+        )
 
 
 def test_the_trainer_uses_the_configs_own_objects(data_dir, tmp_path):
