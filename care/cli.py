@@ -200,7 +200,9 @@ def eval_checkpoint(
     exits 1 when any benchmark fails, 2 on bad arguments or data."""
     import os
 
-    from evaluation.runner import EvalError, EvalSettings, parse_seeds, run_eval
+    from pydantic import ValidationError
+
+    from evaluation.runner import EvalError, EvalSettings, parse_seeds, run_eval, settings_error
     from evaluation.tasks import DATA_ROOT_ENV
 
     try:
@@ -211,22 +213,25 @@ def eval_checkpoint(
             raise EvalError(
                 f"give --data-root DIR (or set {DATA_ROOT_ENV}): the folder holding the benchmarks"
             )
-        settings = EvalSettings(
-            checkpoint=checkpoint,
-            data_root=root,
-            tasks=tuple(name.strip() for name in tasks.split(",") if name.strip()),
-            seeds=parse_seeds(seeds),
-            limit=limit,
-            out_dir=out,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            engine=engine,
-            device=device,
-            dtype=dtype,
-            force=force,
-            verify_time_limit=verify_time_limit,
-        )
+        try:
+            settings = EvalSettings(
+                checkpoint=checkpoint,
+                data_root=root,
+                tasks=tuple(name.strip() for name in tasks.split(",") if name.strip()),
+                seeds=parse_seeds(seeds),
+                limit=limit,
+                out_dir=out,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                engine=engine,
+                device=device,
+                dtype=dtype,
+                force=force,
+                verify_time_limit=verify_time_limit,
+            )
+        except ValidationError as error:
+            raise settings_error(error) from None
         report = run_eval(settings, echo=lambda line: typer.echo(line, err=True))
     except EvalError as err:
         typer.echo(f"error: {err}", err=True)

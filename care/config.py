@@ -33,6 +33,7 @@ from pydantic import (
 from care.algo.care import CareConfig
 from care.algo.losses import PolicyLossConfig
 from care.algo.registry import estimator_names, get_estimator
+from care.models.tiny_config import TinyVLMConfig
 
 
 class ConfigError(ValueError):
@@ -49,16 +50,6 @@ class RunSection(_Section):
     seed: int = Field(0, description="Seed for data order, sampling and model init.")
 
 
-class TinyModelSection(_Section):
-    hidden_size: int = Field(64, ge=8, description="Text hidden size of the tiny random model.")
-    num_layers: int = Field(2, ge=1, description="Decoder layers of the tiny model.")
-    num_heads: int = Field(4, ge=1, description="Attention heads.")
-    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
-    intermediate_size: int = Field(128, ge=8, description="MLP width.")
-    vision_depth: int = Field(1, ge=1, description="Vision transformer blocks.")
-    vision_hidden_size: int = Field(32, ge=8, description="Vision hidden size.")
-
-
 class ModelSection(_Section):
     path: str | None = Field(
         None, description="Local Hugging Face checkpoint folder; null builds the tiny model."
@@ -66,7 +57,11 @@ class ModelSection(_Section):
     tokenizer: Literal["tiny_bpe", "qwen2_5"] = Field(
         "tiny_bpe", description="Tokenizer of the tiny model (ignored when path is set)."
     )
-    tiny: TinyModelSection = Field(default_factory=TinyModelSection)
+    tiny: TinyVLMConfig = Field(
+        default_factory=TinyVLMConfig,
+        description="Shape of the tiny model: care.models.tiny_config.TinyVLMConfig, the class "
+        "build_tiny_vlm takes.",
+    )
     dtype: Literal["float32", "bfloat16", "auto"] = Field("float32", description="Weights dtype.")
     image_size: int | None = Field(
         112,
@@ -176,46 +171,10 @@ class RolloutSection(_Section):
     vllm: VllmSection = Field(default_factory=VllmSection)
 
 
-class RescueSection(_Section):
-    enable: bool = Field(True, description="Give all-wrong groups a pseudo-anchored subgroup.")
-    delta: float = Field(0.1, gt=0.0, description="Pseudo-reward of the pseudo-anchor.")
-    normalize: bool = Field(True, description="z-score the pseudo-rewards (δ then cancels).")
-    anchor: Literal["sum", "mean"] = Field("sum", description="Old log-prob sum or mean per token.")
-
-
-class CareSection(_Section):
-    K: int = Field(4, ge=1, description="Hard negatives per subgroup.")
-    M: int = Field(6, ge=1, description="Nearest-failure pool size (M >= K).")
-    s: float = Field(0.5, ge=0.0, description="Negative-only scale.")
-    s_refl: float | None = Field(None, ge=0.0, description="Failed-reflection scale (null: s/2).")
-    equalize: bool = Field(True, description="Multiply the subgroup by sqrt(K/K').")
-    eps: float = Field(1e-6, gt=0.0, description="Added to the subgroup std.")
-    rescue: RescueSection = Field(default_factory=RescueSection)
-
-    @model_validator(mode="after")
-    def _m_at_least_k(self) -> CareSection:
-        if self.M < self.K:
-            raise ValueError(f"M={self.M} must be >= K={self.K}")
-        return self
-
-    def to_care_config(self) -> CareConfig:
-        return CareConfig(
-            K=self.K,
-            M=self.M,
-            s=self.s,
-            s_refl=self.s_refl,
-            equalize=self.equalize,
-            eps=self.eps,
-            rescue_enable=self.rescue.enable,
-            rescue_delta=self.rescue.delta,
-            rescue_normalize=self.rescue.normalize,
-            rescue_anchor=self.rescue.anchor,
-        )
-
-
 class RgrSection(_Section):
-    enable: bool | None = Field(
-        None, description="Run Reflection-Guided Resampling (null: the estimator decides)."
+    enable: bool = Field(
+        description="Run Reflection-Guided Resampling (null or unset: the estimator decides, "
+        "filled in by the algo section)."
     )
     train_on: Literal["continuation", "response"] = Field(
         "continuation",
@@ -250,47 +209,48 @@ class DapoSection(_Section):
 
 class AlgoSection(_Section):
     estimator: str = Field("care", description=f"One of: {', '.join(estimator_names())}.")
-    care: CareSection = Field(default_factory=CareSection)
-    rgr: RgrSection = Field(default_factory=RgrSection)
-    token_weighting: Literal["region", "uniform"] | None = Field(
-        None, description="Token advantages (null: the estimator decides)."
+    care: CareConfig = Field(
+        default_factory=CareConfig,
+        description="CARE's advantage settings: care.algo.care.CareConfig, the class the "
+        "algorithm takes (its rescue_* settings nest under rescue).",
+    )
+    rgr: RgrSection
+    token_weighting: Literal["region", "uniform"] = Field(
+        description="Token advantages (null or unset: the estimator decides)."
     )
     gamma_pos: float = Field(0.005, ge=0.0, description="Think-token weight of a positive.")
     reward: RewardSection = Field(default_factory=RewardSection)
     dapo: DapoSection = Field(default_factory=DapoSection)
 
-    @field_validator("estimator")
+    @model_validator(mode="before")
     @classmethod
-    def _known_estimator(cls, value: str) -> str:
-        if value not in estimator_names():
-            raise ValueError(f"unknown estimator; allowed: {', '.join(estimator_names())}")
-        return value
+    def _estimator_decides_unset_fields(cls, data: Any) -> Any:
+        # token_weighting and rgr.enable left unset (or null) take the estimator's values before
+        # validation, so the validated section is never patched; what the user wrote stays.
+        if not isinstance(data, dict):
+            return data
+        name = data.get("estimator", cls.model_fields["estimator"].default)
+        if not isinstance(name, str) or name not in estimator_names():
+            raise ValueError(
+                f"estimator {name!r} is unknown; allowed: {', '.join(estimator_names())}"
+            )
+        est = get_estimator(name)
+        data = dict(data)
+        if data.get("token_weighting") is None:
+            data["token_weighting"] = est.token_weighting
+        rgr = {} if data.get("rgr") is None else data["rgr"]
+        if isinstance(rgr, dict) and rgr.get("enable") is None:
+            data["rgr"] = {**rgr, "enable": est.uses_rgr}
+        return data
 
-
-class LossSection(_Section):
-    clip_low: float | None = Field(None, description="Ratio clipped below at 1 - clip_low.")
-    clip_high: float | None = Field(None, description="Ratio clipped above at 1 + clip_high.")
-    dual_clip: float | None = Field(None, description="Dual-clip constant (null: estimator).")
-    ratio_level: Literal["token", "sequence"] | None = Field(None, description="Token or GSPO.")
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = (
-        Field(None, description="How per-token losses become one scalar.")
-    )
-    count_zero_adv_rows: bool = Field(True, description="Zero-advantage rows count in means.")
-    kl_coef: float | None = Field(None, ge=0.0, description="KL coefficient (0 disables).")
-    kl_estimator: Literal["k1", "k2", "k3", "low_var_kl", "abs"] = Field(
-        "low_var_kl", description="KL estimator to the reference policy."
-    )
-
-    def to_policy_loss_config(self, norm_length: int) -> PolicyLossConfig:
-        return PolicyLossConfig(
-            clip_low=self.clip_low,
-            clip_high=self.clip_high,
-            dual_clip=self.dual_clip,
-            ratio_level=self.ratio_level,
-            aggregation=self.aggregation,
-            count_zero_adv_rows=self.count_zero_adv_rows,
-            norm_length=norm_length,
-        )
+    @model_validator(mode="after")
+    def _rgr_only_where_the_estimator_runs_it(self) -> AlgoSection:
+        if self.rgr.enable and not get_estimator(self.estimator).uses_rgr:
+            raise ValueError(
+                f"algo.rgr.enable=true but estimator {self.estimator!r} does not run RGR "
+                "(use 'care', or 'care_no_rgr' for the ablation)"
+            )
+        return self
 
 
 class OptimSection(_Section):
@@ -355,35 +315,39 @@ class TrainConfig(_Section):
     data: DataSection = Field(default_factory=DataSection)
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     algo: AlgoSection = Field(default_factory=AlgoSection)
-    loss: LossSection = Field(default_factory=LossSection)
+    loss: PolicyLossConfig = Field(
+        default_factory=PolicyLossConfig,
+        description="Policy-loss settings: care.algo.losses.PolicyLossConfig, the class the loss "
+        "takes; unset fields take the estimator's values.",
+    )
     optim: OptimSection = Field(default_factory=OptimSection)
     train: TrainSection = Field(default_factory=TrainSection)
     sft: SftSection = Field(default_factory=SftSection)
 
-    @model_validator(mode="after")
-    def _fill_estimator_defaults(self) -> TrainConfig:
-        est = get_estimator(self.algo.estimator)
-        # A field the user did not write takes the estimator's value; an explicit null on
-        # dual_clip is kept (it disables the dual clip).
-        given = self.loss.model_fields_set
-        for key in ("clip_low", "clip_high", "dual_clip", "ratio_level", "aggregation", "kl_coef"):
-            unset = key not in given or (key != "dual_clip" and getattr(self.loss, key) is None)
-            if unset:
-                object.__setattr__(self.loss, key, est.loss_defaults[key])
-        if self.algo.token_weighting is None:
-            object.__setattr__(self.algo, "token_weighting", est.token_weighting)
-        if self.algo.rgr.enable is None:
-            object.__setattr__(self.algo.rgr, "enable", est.uses_rgr)
-        elif self.algo.rgr.enable and not est.uses_rgr:
-            raise ValueError(
-                f"algo.rgr.enable=true but estimator {est.name!r} does not run RGR "
-                "(use 'care', or 'care_no_rgr' for the ablation)"
-            )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _estimator_fills_unset_loss_fields(cls, data: Any) -> Any:
+        # Loss fields the user did not write (or wrote as null) take the values that define the
+        # estimator in its paper (Estimator.loss_defaults) before validation; an explicit value
+        # wins, and an explicit dual_clip: null is kept (it switches the dual clip off).
+        if not isinstance(data, dict):
+            return data
+        algo = {} if data.get("algo") is None else data["algo"]
+        loss = {} if data.get("loss") is None else data["loss"]
+        if not isinstance(algo, dict) or not isinstance(loss, dict):
+            return data  # the section's own validation names the problem
+        name = algo.get("estimator", AlgoSection.model_fields["estimator"].default)
+        if not isinstance(name, str) or name not in estimator_names():
+            return data  # AlgoSection refuses the name, listing the known ones
+        filled = dict(loss)
+        for key, value in get_estimator(name).loss_defaults.items():
+            if key not in filled or (filled[key] is None and key != "dual_clip"):
+                filled[key] = value
+        return {**data, "loss": filled}
 
     @model_validator(mode="after")
     def _kl_needs_reference(self) -> TrainConfig:
-        # Runs after the estimator filled kl_coef in: GRPO's default 1e-2 counts too.
+        # The estimator filled kl_coef in before validation: GRPO's default 1e-2 counts too.
         if self.loss.kl_coef and not self.model.reference_model:
             raise ValueError(
                 f"loss.kl_coef={self.loss.kl_coef} needs model.reference_model=true (the KL "
@@ -422,9 +386,11 @@ def _format_errors(err: ValidationError, source: str) -> str:
         kind = item["type"]
         if kind == "extra_forbidden":
             lines.append(f"  {where}: unknown key (value {item.get('input')!r})")
-        elif not item["loc"]:
-            # A check across sections: its message names the fields; the input is the whole file.
-            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif kind == "value_error":
+            # A check across fields: its message names them and their values; the input is the
+            # whole section (or file), too long to repeat.
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {where}: {message}" if item["loc"] else f"  {message}")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

@@ -249,14 +249,19 @@ def run_vllm_rollout(small: bool) -> dict[str, Any]:
     image each, four samples of up to 16 tokens; the vision tokens vLLM expanded each image to
     must equal what the trainer's processor gives (the trainer scores vLLM's samples with it)."""
     from care.models.policy import encode_context
+    from care.models.tiny_config import TinyVLMConfig
     from care.models.tokenizer import train_tiny_bpe_tokenizer
     from care.models.vlm import build_tiny_vlm
     from care.prompts import build_messages, render_prompt
     from care.rollout.base import RolloutRequest, SamplingParams
     from care.rollout.vllm import VLLMRolloutEngine
 
+    hidden = 64 if small else 256
     model, processor = build_tiny_vlm(
-        train_tiny_bpe_tokenizer(), hidden_size=64 if small else 256, image_size=112, seed=0
+        train_tiny_bpe_tokenizer(),
+        shape=TinyVLMConfig(hidden_size=hidden, intermediate_size=2 * hidden),
+        image_size=112,
+        seed=0,
     )
     requests = []
     for colour, question in (

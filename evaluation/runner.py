@@ -47,7 +47,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from care.prompts import PROMPT_VERSION
 from care.rollout.factory import ENGINE_NAMES
@@ -88,15 +91,19 @@ class EvalError(ValueError):
     """Bad arguments or data found before any evaluation starts (the CLI exits with 2)."""
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class EvalSettings:
-    """What `run_eval` evaluates and how.
+    """What `run_eval` evaluates and how; each value is checked when the settings are built
+    (a pydantic dataclass: a bad value raises ``ValidationError`` naming the field, which the
+    CLI reports through `settings_error`), the paths when `run_eval` starts.
 
     checkpoint: the model folder (``care.models.vlm.load_policy`` loads it).
     data_root: the folder holding the benchmarks as ``<owner>/<name>/…`` (care_synth:
         ``care_synth/test.jsonl`` under it, or the synthetic dataset folder itself).
     tasks: task or group names; suite groups (care_six) expand to their benchmarks.
-    seeds: one lmms-eval run per seed (``--seed`` and the model's sampling seed).
+    seeds: one lmms-eval run per seed (``--seed`` and the model's sampling seed); ints >= 0,
+        none repeated, and more than one only with ``temperature > 0`` (greedy decoding gives
+        every seed the same answers).
     limit: first ``limit`` documents of each task (lmms-eval ``--limit``), None for all.
     out_dir: where results go; None → `default_out_dir(checkpoint)`.
     batch_size: questions per generate call (lmms-eval ``--batch_size``).
@@ -104,26 +111,48 @@ class EvalSettings:
     engine, device, dtype: care_vlm model args (device None: CUDA when available).
     include_path: the task YAML folder.
     force: redo benchmarks that already finished.
-    verify_time_limit: seconds math-verify may spend on one answer (None: the verifier's
-        default); a row that runs out is wrong and counted as ``timeout`` in the summary.
+    verify_time_limit: seconds math-verify may spend on one answer, in (0, 30] (None: the
+        verifier's default); a row that runs out is wrong and counted as ``timeout`` in the
+        summary.
     """
 
     checkpoint: Path
     data_root: Path
     tasks: tuple[str, ...] = DEFAULT_TASKS
-    seeds: tuple[int, ...] = (0,)
-    limit: int | None = None
+    seeds: tuple[Annotated[int, Field(ge=0, strict=True)], ...] = Field((0,), min_length=1)
+    limit: int | None = Field(None, ge=1, strict=True)
     out_dir: Path | None = None
-    batch_size: int = 8
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    batch_size: int = Field(8, ge=1, strict=True)
+    max_new_tokens: int | None = Field(None, ge=1, strict=True)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     engine: str = "hf"
     device: str | None = None
     dtype: str = "auto"
     include_path: Path = DEFAULT_INCLUDE_PATH
     force: bool = False
-    verify_time_limit: float | None = None
+    verify_time_limit: float | None = Field(None, gt=0.0, le=30.0, strict=True)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {list(ENGINE_NAMES)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _seeds_give_different_runs(self) -> EvalSettings:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must not repeat, got {self.seeds!r}")
+        if len(self.seeds) > 1 and not (self.temperature or 0) > 0:
+            # The task YAMLs decode greedily: every seed would give the same answers and a
+            # spread of exactly 0, which reads as certainty it is not.
+            raise ValueError(
+                f"seeds {list(self.seeds)} with greedy decoding give identical answers (the "
+                "seed only reaches the sampler); evaluate one seed (its accuracy carries a "
+                "Wilson interval) or sample with --temperature > 0"
+            )
+        return self
 
     @property
     def resolved_out_dir(self) -> Path:
@@ -602,7 +631,26 @@ def _files_signature(files: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def settings_error(error: ValidationError) -> EvalError:
+    """An `EvalError` naming each field of `EvalSettings` that did not validate, with its value.
+
+    Example: ``EvalSettings(ckpt, root, seeds=(0, -1))`` → ``"invalid evaluation settings:
+    seeds.1: Input should be greater than or equal to 0 (got -1)"``.
+    """
+    lines = ["invalid evaluation settings:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "value_error":
+            lines.append(f"  {where}: {message}" if where else f"  {message}")
+        else:
+            lines.append(f"  {where}: {message} (got {item.get('input')!r})")
+    return EvalError("\n".join(lines))
+
+
 def _validated(settings: EvalSettings) -> EvalSettings:
+    """`settings` with its paths resolved, after checking what only the file system can tell
+    (the values were checked when the settings were built)."""
     checkpoint = Path(settings.checkpoint).expanduser().resolve()
     if not (checkpoint / "config.json").is_file():
         raise EvalError(f"checkpoint {checkpoint} is not a model folder (no config.json)")
@@ -610,52 +658,6 @@ def _validated(settings: EvalSettings) -> EvalSettings:
         raise EvalError(
             f"checkpoint path {checkpoint} contains a comma, which lmms-eval's --model_args cannot carry"
         )
-    if not settings.seeds or any(
-        isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in settings.seeds
-    ):
-        raise EvalError(f"seeds must be a non-empty list of ints >= 0, got {settings.seeds!r}")
-    if len(set(settings.seeds)) != len(settings.seeds):
-        raise EvalError(f"seeds must not repeat, got {settings.seeds!r}")
-    if settings.limit is not None and (
-        isinstance(settings.limit, bool)
-        or not isinstance(settings.limit, int)
-        or settings.limit < 1
-    ):
-        raise EvalError(f"limit must be a positive int or None, got {settings.limit!r}")
-    if (
-        isinstance(settings.batch_size, bool)
-        or not isinstance(settings.batch_size, int)
-        or settings.batch_size < 1
-    ):
-        raise EvalError(f"batch_size must be a positive int, got {settings.batch_size!r}")
-    if settings.max_new_tokens is not None and (
-        isinstance(settings.max_new_tokens, bool)
-        or not isinstance(settings.max_new_tokens, int)
-        or settings.max_new_tokens < 1
-    ):
-        raise EvalError(f"max_new_tokens must be a positive int, got {settings.max_new_tokens!r}")
-    if settings.temperature is not None and not settings.temperature >= 0:
-        raise EvalError(f"temperature must be >= 0, got {settings.temperature!r}")
-    if len(settings.seeds) > 1 and not (settings.temperature or 0) > 0:
-        # The task YAMLs decode greedily: every seed would give the same answers and a
-        # spread of exactly 0, which reads as certainty it is not.
-        raise EvalError(
-            f"seeds {list(settings.seeds)} with greedy decoding give identical answers (the seed "
-            "only reaches the sampler); evaluate one seed (its accuracy carries a Wilson "
-            "interval) or sample with --temperature > 0"
-        )
-    if settings.verify_time_limit is not None and not (
-        isinstance(settings.verify_time_limit, int | float)
-        and not isinstance(settings.verify_time_limit, bool)
-        and 0 < settings.verify_time_limit <= 30
-    ):
-        raise EvalError(
-            f"verify_time_limit must be seconds in (0, 30], got {settings.verify_time_limit!r}"
-        )
-    if settings.top_p is not None and not 0 < settings.top_p <= 1:
-        raise EvalError(f"top_p must lie in (0, 1], got {settings.top_p!r}")
-    if settings.engine not in ENGINE_NAMES:
-        raise EvalError(f"engine must be one of {list(ENGINE_NAMES)}, got {settings.engine!r}")
     include_path = Path(settings.include_path).expanduser().resolve()
     if not include_path.is_dir():
         raise EvalError(f"include_path {include_path} (the task YAML folder) does not exist")
@@ -666,8 +668,6 @@ def _validated(settings: EvalSettings) -> EvalSettings:
         settings,
         checkpoint=checkpoint,
         data_root=Path(settings.data_root).expanduser().resolve(),
-        tasks=tuple(settings.tasks),
-        seeds=tuple(settings.seeds),
         include_path=include_path,
         out_dir=Path(out_dir).expanduser().resolve(),
     )

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from tiny_run import recording_vllm_modules, tiny_config
 from typer.testing import CliRunner
 
+from care.algo.care import CareConfig
+from care.algo.registry import estimator_names, get_estimator
 from care.cli import app
 from care.config import (
     RESUME_SAFE_FIELDS,
@@ -257,17 +259,33 @@ def _fields(model: type[BaseModel], section: str = "") -> list[tuple[str, str, s
 
 def _attribute_reads() -> dict[str, set[str]]:
     """For every attribute name read in ``care/`` (``X.name`` in a load), what X was: the
-    attribute before it (``cfg.data`` → ``data``), a variable name, or ``self:<Class>``."""
+    attribute before it (``cfg.data`` → ``data``), a variable name, ``self:<Class>``, or
+    ``type:<Class>`` for a function parameter annotated with that class (``cfg: CareConfig``)."""
     reads: dict[str, set[str]] = {}
 
     class Reads(ast.NodeVisitor):
         def __init__(self) -> None:
             self.classes: list[str] = []
+            self.typed: list[dict[str, set[str]]] = [{}]
 
         def visit_ClassDef(self, node: ast.ClassDef) -> None:
             self.classes.append(node.name)
             self.generic_visit(node)
             self.classes.pop()
+
+        def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+            args = node.args
+            typed = dict(self.typed[-1])
+            for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                if arg.annotation is not None:
+                    typed[arg.arg] = {
+                        part.id for part in ast.walk(arg.annotation) if isinstance(part, ast.Name)
+                    }
+            self.typed.append(typed)
+            self.generic_visit(node)
+            self.typed.pop()
+
+        visit_AsyncFunctionDef = visit_FunctionDef
 
         def visit_Attribute(self, node: ast.Attribute) -> None:
             if isinstance(node.ctx, ast.Load):
@@ -279,6 +297,8 @@ def _attribute_reads() -> dict[str, set[str]]:
                     if name == "self" and self.classes:
                         name = f"self:{self.classes[-1]}"
                     reads.setdefault(node.attr, set()).add(name)
+                    for cls in self.typed[-1].get(owner.id, ()):
+                        reads[node.attr].add(f"type:{cls}")
             self.generic_visit(node)
 
     for path in (ROOT / "care").rglob("*.py"):
@@ -289,14 +309,18 @@ def _attribute_reads() -> dict[str, set[str]]:
 def _unread(model: type[BaseModel]) -> list[str]:
     """Fields of `model` no code in ``care/`` reads. A field counts as read where code loads
     ``<section>.<field>`` (cfg.data.max_prompt_tokens), reads it off a variable named after its
-    section (rgr.enable, model_cfg.path) or, inside the section's own class, off self
-    (CareSection.to_care_config)."""
+    section (rgr.enable, model_cfg.path), inside the section's own class off self
+    (CareConfig.reflection_scale), or off a parameter annotated with the section's class
+    (``cfg: CareConfig`` in care_advantages)."""
     reads = _attribute_reads()
     unread = []
     for path, section, owner_class in _fields(model):
         owners = reads.get(path.rsplit(".", 1)[-1], set())
         if not any(
-            o == section or o.startswith(section) or o == f"self:{owner_class}" for o in owners
+            o == section
+            or o.startswith(section)
+            or o in (f"self:{owner_class}", f"type:{owner_class}")
+            for o in owners
         ):
             unread.append(path)
     return unread
@@ -306,7 +330,7 @@ def test_every_config_field_is_read_by_some_code():
     assert _unread(TrainConfig) == []
     walked = {path for path, _, _ in _fields(TrainConfig)}
     assert {
-        "algo.care.rescue.delta",
+        "algo.care.rescue_delta",
         "rollout.vllm.sync_chunk_mb",
         "model.tiny.num_heads",
     } <= walked
@@ -418,12 +442,16 @@ def test_prompt_tokens_count_the_vision_tokens_the_processor_produces(tmp_path, 
 def test_a_pixel_budget_shrinks_a_checkpoints_images(tmp_path):
     from care.config import ModelSection
     from care.models.policy import encode_context
+    from care.models.tiny_config import TinyVLMConfig
     from care.models.tokenizer import train_tiny_bpe_tokenizer
     from care.models.vlm import build_tiny_vlm, save_policy
     from care.train.policy_setup import build_or_load_policy
 
     model, processor = build_tiny_vlm(
-        train_tiny_bpe_tokenizer(), hidden_size=32, num_layers=1, max_pixels=448 * 448, seed=0
+        train_tiny_bpe_tokenizer(),
+        shape=TinyVLMConfig(hidden_size=32, num_layers=1, intermediate_size=64),
+        max_pixels=448 * 448,
+        seed=0,
     )
     save_policy(model, processor, tmp_path / "ckpt")
     image = Image.new("RGB", (448, 448))
@@ -441,7 +469,10 @@ def test_a_pixel_budget_shrinks_a_checkpoints_images(tmp_path):
     with pytest.raises(ValueError, match=r"model.image_size=448 does not describe the processor"):
         vision_tokens(ModelSection(path=str(tmp_path / "ckpt"), image_size=448))
     square, square_processor = build_tiny_vlm(
-        train_tiny_bpe_tokenizer(), hidden_size=32, num_layers=1, image_size=56, seed=0
+        train_tiny_bpe_tokenizer(),
+        shape=TinyVLMConfig(hidden_size=32, num_layers=1, intermediate_size=64),
+        image_size=56,
+        seed=0,
     )
     save_policy(square, square_processor, tmp_path / "square")
     assert vision_tokens(ModelSection(path=str(tmp_path / "square"), image_size=56)) == 4
@@ -532,3 +563,154 @@ def test_a_bad_held_out_file_stops_the_run_before_training(data_dir, tmp_path):
     with pytest.raises(DataError, match=rf"{bad}.*line 1.*answer"):
         Trainer(config_from_dict(cfg), progress=False)
     assert not (tmp_path / "held_out").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# One declaration per setting: the algorithm's classes are the YAML sections, and the estimator
+# fills in what the user left unset before validation
+
+
+@pytest.mark.parametrize("name", estimator_names())
+def test_unset_settings_take_the_estimators_values(name):
+    est = get_estimator(name)
+    cfg = config_from_dict({"algo": {"estimator": name}})
+    assert {key: getattr(cfg.loss, key) for key in est.loss_defaults} == dict(est.loss_defaults)
+    assert cfg.algo.token_weighting == est.token_weighting
+    assert cfg.algo.rgr.enable is est.uses_rgr
+    # Null means "the estimator decides" too, except for dual_clip, where it switches it off.
+    nulls = {key: None for key in est.loss_defaults if key != "dual_clip"}
+    written = config_from_dict(
+        {
+            "algo": {"estimator": name, "token_weighting": None, "rgr": {"enable": None}},
+            "loss": nulls,
+        }
+    )
+    assert written == cfg
+    assert config_from_dict({"algo": {"estimator": name}, "loss": {"dual_clip": None}}).loss == (
+        cfg.loss.model_copy(update={"dual_clip": None})
+    )
+
+
+def test_explicit_settings_win_over_the_estimators_values():
+    cfg = config_from_dict(
+        {
+            "algo": {"estimator": "dapo", "token_weighting": "region"},
+            "loss": {"clip_high": 0.25, "kl_coef": 0.02, "aggregation": "seq_mean_token_mean"},
+        }
+    )
+    assert (cfg.loss.clip_high, cfg.loss.kl_coef, cfg.loss.aggregation) == (
+        0.25,
+        0.02,
+        "seq_mean_token_mean",
+    )
+    assert cfg.loss.clip_low == 0.2 and cfg.algo.token_weighting == "region"
+    care = config_from_dict({"algo": {"rgr": {"enable": False}, "token_weighting": "uniform"}})
+    assert care.algo.rgr.enable is False and care.algo.token_weighting == "uniform"
+
+
+def test_rgr_for_an_estimator_without_it_and_an_unknown_estimator_are_errors():
+    with pytest.raises(ConfigError, match=r"algo\.rgr\.enable=true but estimator 'grpo'"):
+        config_from_dict({"algo": {"estimator": "grpo", "rgr": {"enable": True}}})
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"algo": {"estimator": "ppo"}}, source="run.yaml")
+    assert f"algo: estimator 'ppo' is unknown; allowed: {', '.join(estimator_names())}" in str(
+        error.value
+    )
+
+
+def test_the_care_section_is_the_care_config_the_algorithm_takes():
+    cfg = config_from_dict(
+        {"algo": {"care": {"K": 2, "M": 3, "rescue": {"enable": False, "anchor": "mean"}}}}
+    )
+    assert type(cfg.algo.care) is CareConfig
+    assert cfg.algo.care == CareConfig(K=2, M=3, rescue_enable=False, rescue_anchor="mean")
+    # The run folder keeps the file's nested layout, and reading it back gives the same run.
+    saved = cfg.to_dict()
+    assert saved["algo"]["care"]["rescue"] == {
+        "enable": False,
+        "delta": 0.1,
+        "normalize": True,
+        "anchor": "mean",
+    }
+    assert "rescue_enable" not in saved["algo"]["care"]
+    assert config_from_dict(saved) == cfg
+
+
+@pytest.mark.parametrize(
+    ("care", "named"),
+    [
+        ({"rescue": {"delta": -1.0}}, "algo.care.rescue.delta: Input should be greater than 0"),
+        ({"rescue": {"enabel": False}}, "algo.care: rescue: unknown key(s) enabel; allowed: "),
+        ({"rescue": "off"}, "algo.care: rescue must be a mapping of enable, delta"),
+        ({"K": 4, "M": 2}, "algo.care: CareConfig.M=2 must be >= K=4"),
+        ({"k": 4}, "algo.care.k: unknown key"),
+    ],
+)
+def test_a_bad_care_setting_names_its_yaml_path(care, named):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"algo": {"care": care}}, source="run.yaml")
+    assert named in str(error.value)
+
+
+def test_the_loss_section_is_the_policy_loss_config_the_loss_takes():
+    from care.algo.losses import PolicyLossConfig
+
+    cfg = config_from_dict({"loss": {"clip_low": 0.1, "norm_length": 512}})
+    assert type(cfg.loss) is PolicyLossConfig
+    assert cfg.loss == PolicyLossConfig(clip_low=0.1, norm_length=512)
+    with pytest.raises(ConfigError, match=r"loss\.dual_clip: Input should be greater than 1"):
+        config_from_dict({"loss": {"dual_clip": 0.5}})
+
+
+def test_a_checkpoint_from_before_the_algorithms_classes_became_sections_resumes():
+    # The settings the loss and the tiny model took as arguments only, before their classes
+    # became the config's sections.
+    checkpoint = _config().to_dict()
+    del checkpoint["loss"]["norm_length"], checkpoint["loss"]["log_ratio_clamp"]
+    del checkpoint["model"]["tiny"]["vision_num_heads"]
+    del checkpoint["model"]["tiny"]["initializer_range"]
+    changes = resume_config_changes(checkpoint, _config(), checkpoint_step=2)
+    assert [(c.field, c.new, c.added) for c in changes] == [
+        ("model.tiny.vision_num_heads", 2, True),
+        ("model.tiny.initializer_range", 0.02, True),
+        ("loss.norm_length", None, True),
+        ("loss.log_ratio_clamp", 20.0, True),
+    ]
+    with pytest.raises(ConfigError, match=r"model\.tiny\.initializer_range: None → 0\.2"):
+        resume_config_changes(
+            checkpoint, _config(model={"tiny": {"initializer_range": 0.2}}), checkpoint_step=2
+        )
+
+
+def test_the_trainer_uses_the_configs_own_objects(data_dir, tmp_path):
+    from care.train.trainer import Trainer
+
+    cfg = config_from_dict(
+        tiny_config(data_dir, tmp_path, "dr_grpo", algo={"estimator": "dr_grpo"})
+    )
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.care_cfg is cfg.algo.care
+    # Dr. GRPO's constant divisor: the longest response, unless the config names one.
+    assert trainer.loss_cfg == cfg.loss.model_copy(update={"norm_length": 8})
+    named = config_from_dict(
+        tiny_config(
+            data_dir,
+            tmp_path,
+            "dr_grpo_256",
+            algo={"estimator": "dr_grpo"},
+            loss={"norm_length": 256},
+        )
+    )
+    assert Trainer(named, progress=False).loss_cfg is named.loss
+
+
+def test_the_tiny_section_is_the_shape_build_tiny_vlm_takes():
+    from care.models.tiny_config import TinyVLMConfig
+
+    cfg = config_from_dict({"model": {"tiny": {"hidden_size": 32, "intermediate_size": 64}}})
+    assert cfg.model.tiny == TinyVLMConfig(hidden_size=32, intermediate_size=64)
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"model": {"tiny": {"hidden_size": 60, "num_heads": 8}}})
+    assert "model.tiny: hidden_size (60) must be divisible by num_heads (8)" in str(error.value)
+    with pytest.raises(ConfigError, match=r"model\.tiny\.num_layers: Input should be greater"):
+        config_from_dict({"model": {"tiny": {"num_layers": 0}}})

@@ -24,9 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fixtures.benchmarks import write_fixtures
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from care.cli import app
+from care.models.tiny_config import TinyVLMConfig
 from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
@@ -65,12 +67,14 @@ def scripted_vlm(reply: str):
     tokenizer = train_tiny_bpe_tokenizer()
     model, processor = build_tiny_vlm(
         tokenizer,
-        hidden_size=32,
-        num_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        vision_hidden_size=16,
+        shape=TinyVLMConfig(
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=64,
+            vision_hidden_size=16,
+        ),
         image_size=56,
         seed=0,
     )
@@ -612,14 +616,14 @@ def test_care_eval_with_wrong_columns_fails_before_lmms_eval_runs(
 def test_several_seeds_with_greedy_decoding_are_refused_and_sampled_seeds_reach_the_sampler(
     checkpoint, data_root, tmp_path
 ):
-    from evaluation.runner import EvalError, EvalSettings, _validated, lmms_eval_command
+    from evaluation.runner import EvalSettings, _validated, lmms_eval_command
 
-    greedy = EvalSettings(checkpoint, data_root, ("care_synth",), seeds=(0, 1), out_dir=tmp_path)
-    with pytest.raises(EvalError, match="greedy decoding give identical answers"):
-        _validated(greedy)
-    with pytest.raises(EvalError, match="greedy decoding"):
-        _validated(dataclasses.replace(greedy, temperature=0.0))
-    sampled = _validated(dataclasses.replace(greedy, temperature=0.7))
+    one = EvalSettings(checkpoint, data_root, ("care_synth",), seeds=(0,), out_dir=tmp_path)
+    with pytest.raises(ValidationError, match="greedy decoding give identical answers"):
+        dataclasses.replace(one, seeds=(0, 1))
+    with pytest.raises(ValidationError, match="greedy decoding"):
+        dataclasses.replace(one, seeds=(0, 1), temperature=0.0)
+    sampled = _validated(dataclasses.replace(one, seeds=(0, 1), temperature=0.7))
     for seed in sampled.seeds:
         command = lmms_eval_command(sampled, "care_synth", seed, tmp_path)
         model_args = command[command.index("--model_args") + 1].split(",")
@@ -631,8 +635,36 @@ def test_several_seeds_with_greedy_decoding_are_refused_and_sampled_seeds_reach_
 
     params = SamplingParams(temperature=0.7, max_new_tokens=8, n=1)
     assert [_with_seed(params, seed, 2).seed for seed in (0, 1)] == [2, 100_005]
-    with pytest.raises(EvalError, match=r"verify_time_limit must be seconds in \(0, 30\]"):
-        _validated(dataclasses.replace(sampled, verify_time_limit=0))
+    with pytest.raises(
+        ValidationError, match=r"verify_time_limit\n  Input should be greater than 0"
+    ):
+        dataclasses.replace(sampled, verify_time_limit=0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"seeds": (0, -1)}, "seeds.1: Input should be greater than or equal to 0 (got -1)"),
+        ({"seeds": (2, 2), "temperature": 0.7}, "seeds must not repeat, got (2, 2)"),
+        ({"seeds": ()}, "seeds: Tuple should have at least 1 item"),
+        ({"limit": 0}, "limit: Input should be greater than or equal to 1 (got 0)"),
+        ({"batch_size": True}, "batch_size: Input should be a valid integer (got True)"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens: Input should be a valid integer (got 2.5)"),
+        ({"temperature": -0.5}, "temperature: Input should be greater than or equal to 0"),
+        ({"top_p": 1.5}, "top_p: Input should be less than or equal to 1 (got 1.5)"),
+        ({"verify_time_limit": 31}, "verify_time_limit: Input should be less than or equal to 30"),
+        ({"engine": "sglang"}, "engine: engine must be one of ['hf', 'vllm'], got 'sglang'"),
+    ],
+)
+def test_bad_eval_settings_are_refused_when_built_naming_the_field(fields, named):
+    from evaluation.runner import EvalSettings, settings_error
+
+    with pytest.raises(ValidationError) as raised:
+        EvalSettings(Path("ckpt"), Path("data"), **fields)
+    error = settings_error(raised.value)
+    assert isinstance(error, EvalError)
+    assert str(error).startswith("invalid evaluation settings:\n  ")
+    assert named in str(error)
 
 
 def test_benchmark_accuracy_interval_and_verdict_counts():

@@ -11,6 +11,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from care.models import (
     Qwen2_5_VLImageProcessor,
+    TinyVLMConfig,
     build_processor,
     build_tiny_vlm,
     collate,
@@ -45,7 +46,7 @@ def drawn_image(width: int, height: int, seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def tiny_policy(tiny_bpe_tokenizer):
-    return build_tiny_vlm(tiny_bpe_tokenizer, seed=0, initializer_range=0.2)
+    return build_tiny_vlm(tiny_bpe_tokenizer, shape=TinyVLMConfig(initializer_range=0.2), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +112,50 @@ def test_tiny_vlm_config_comes_from_the_tokenizer_and_seed(tiny_bpe_tokenizer):
     assert torch.equal(again.get_input_embeddings().weight, embed)
     assert not torch.equal(other.get_input_embeddings().weight, embed)
     assert isinstance(processor, Qwen2_5_VLImageProcessor)
-    with pytest.raises(ValueError, match="must be divisible by num_attention_heads"):
-        build_tiny_vlm(tiny_bpe_tokenizer, hidden_size=60, num_attention_heads=8)
+    with pytest.raises(
+        ValueError, match=r"hidden_size \(60\) must be divisible by num_heads \(8\)"
+    ):
+        TinyVLMConfig(hidden_size=60, num_heads=8)
+
+
+def test_the_tiny_model_takes_every_field_of_its_shape(tiny_bpe_tokenizer):
+    shape = TinyVLMConfig(
+        hidden_size=48,
+        num_layers=3,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=40,
+        vision_depth=2,
+        vision_hidden_size=24,
+        vision_num_heads=3,
+        initializer_range=0.1,
+    )
+    model, _ = build_tiny_vlm(tiny_bpe_tokenizer, shape=shape, seed=0)
+    text, vision = model.config.text_config, model.config.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size) == (48, 3, 40)
+    assert (text.num_attention_heads, text.num_key_value_heads) == (2, 1)
+    assert (vision.depth, vision.hidden_size, vision.num_heads) == (2, 24, 3)
+    assert text.initializer_range == vision.initializer_range == 0.1
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (
+            {"num_heads": 4, "num_kv_heads": 3},
+            r"num_heads \(4\) must be a multiple of num_kv_heads",
+        ),
+        ({"hidden_size": 48, "num_heads": 4}, r"head_dim = hidden_size / num_heads = 12 must be"),
+        ({"vision_hidden_size": 20}, r"vision_hidden_size \(20\) / vision_num_heads \(2\)"),
+        ({"num_layers": 0}, r"num_layers\n  Input should be greater than or equal to 1"),
+        ({"num_layers": True}, r"num_layers\n  Input should be a valid integer"),
+        ({"initializer_range": 0.0}, r"initializer_range\n  Input should be greater than 0"),
+        ({"num_attention_heads": 2}, r"num_attention_heads\n  Extra inputs are not permitted"),
+    ],
+)
+def test_a_tiny_shape_that_cannot_be_built_is_refused_naming_the_fields(fields, named):
+    with pytest.raises(ValueError, match=named):
+        TinyVLMConfig(**fields)
 
 
 def test_tiny_vlm_runs_forward_generate_and_backward_with_an_image(tiny_policy, images):
@@ -304,7 +347,9 @@ def test_pooled_embeddings_worked_example():
 
 def test_real_qwen_vocabulary_builds_and_scores_in_chunks(qwen_tokenizer, images):
     model, processor = build_tiny_vlm(
-        qwen_tokenizer, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, seed=1
+        qwen_tokenizer,
+        shape=TinyVLMConfig(hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64),
+        seed=1,
     )
     assert model.config.text_config.vocab_size == 151665
     assert model.config.image_token_id == 151655

@@ -6,7 +6,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from care.models import build_tiny_vlm, collate, policy_forward, vision_token_ids
+from care.models import (
+    TinyVLMConfig,
+    build_tiny_vlm,
+    collate,
+    policy_forward,
+    vision_token_ids,
+)
 from care.rollout import (
     HFRolloutEngine,
     RolloutEngine,
@@ -40,7 +46,7 @@ def drawn_image(width: int, height: int, seed: int) -> Image.Image:
 def tiny_policy(tiny_bpe_tokenizer):
     # A wider init than Qwen's 0.02 makes next-token distributions peaked, so temperature,
     # greedy ties and seeds all make visible differences.
-    return build_tiny_vlm(tiny_bpe_tokenizer, seed=0, initializer_range=0.2)
+    return build_tiny_vlm(tiny_bpe_tokenizer, shape=TinyVLMConfig(initializer_range=0.2), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,9 @@ def test_engine_satisfies_the_rollout_interface(tiny_policy):
 
 
 def test_vision_tokens_are_never_sampled_even_when_the_model_prefers_them(tiny_bpe_tokenizer):
-    model, processor = build_tiny_vlm(tiny_bpe_tokenizer, seed=1, initializer_range=0.2)
+    model, processor = build_tiny_vlm(
+        tiny_bpe_tokenizer, shape=TinyVLMConfig(initializer_range=0.2), seed=1
+    )
     vision_ids = vision_token_ids(processor)
     request = [RolloutRequest(IMAGE_PROMPT, [drawn_image(112, 112, 0)])]
     params = SamplingParams(temperature=1.0, max_new_tokens=80, n=8, seed=0)

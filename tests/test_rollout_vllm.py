@@ -27,6 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
+from care.models.tiny_config import TinyVLMConfig
 from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import pixel_budget, stop_token_ids, vision_token_ids
 from care.rollout.base import RolloutRequest, SamplingParams
@@ -460,7 +461,12 @@ def recording_vllm(monkeypatch) -> list[dict[str, Any]]:
 def tiny_policy(tokenizer):
     from care.models.vlm import build_tiny_vlm
 
-    return build_tiny_vlm(tokenizer, hidden_size=32, num_layers=2, image_size=56, seed=0)
+    return build_tiny_vlm(
+        tokenizer,
+        shape=TinyVLMConfig(hidden_size=32, intermediate_size=64),
+        image_size=56,
+        seed=0,
+    )
 
 
 def test_engine_settings_reach_vllm_under_a_multi_process_job(
@@ -535,7 +541,9 @@ def test_sync_chunks_hold_whole_blocks_within_the_byte_limit():
 def test_sync_sends_changed_blocks_in_bounded_chunks(tmp_path, tokenizer, recording_vllm):
     from care.models.vlm import build_tiny_vlm
 
-    model, processor = build_tiny_vlm(tokenizer, hidden_size=32, num_layers=2, seed=1)
+    model, processor = build_tiny_vlm(
+        tokenizer, shape=TinyVLMConfig(hidden_size=32, intermediate_size=64), seed=1
+    )
     state = model.state_dict()
     blocks = [[n for n in state if f".layers.{k}." in n] for k in (0, 1)]
     block_bytes = sum(state[n].numel() * state[n].element_size() for n in blocks[0])

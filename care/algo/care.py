@@ -23,19 +23,45 @@ anchor +2.0 and each negative -0.5; with 4+ failures, anchor +2.0 and four negat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from care.algo.groups import GroupLayout, build_group_layout
 from care.algo.hard_negatives import farthest_first, nearest_pool
 
+_RESCUE_KEYS = ("enable", "delta", "normalize", "anchor")
 
-@dataclass(frozen=True)
-class CareConfig:
+
+def _rescue_field(name: str, default: object, description: str, **bounds: object) -> Any:
+    """A ``rescue_<name>`` field that a config file writes nested, as ``rescue: {<name>: ...}``."""
+    return Field(
+        default,
+        validation_alias=AliasChoices(f"rescue_{name}", AliasPath("rescue", name)),
+        description=description,
+        **bounds,
+    )
+
+
+class CareConfig(BaseModel):
     """Hyper-parameters of the CARE advantage (defaults are the paper's).
+
+    This one class is both the algorithm's argument and the ``algo.care`` section of a run's
+    YAML: Python code passes the flat keywords below, a config file nests the four rescue
+    settings (``rescue: {enable, delta, normalize, anchor}``), and :meth:`model_dump` writes
+    them back nested. A bad value raises a ``ValueError`` (pydantic's ``ValidationError``)
+    naming the field and what it allows.
 
     Attributes:
         K: hard negatives per subgroup (the subgroup has K' = min(K, |F|) of them).
@@ -52,38 +78,60 @@ class CareConfig:
             ``"mean"`` per token (``"mean"`` needs ``response_len``).
     """
 
-    K: int = 4
-    M: int = 6
-    s: float = 0.5
-    s_refl: float | None = None
-    equalize: bool = True
-    eps: float = 1e-6
-    rescue_enable: bool = True
-    rescue_delta: float = 0.1
-    rescue_normalize: bool = True
-    rescue_anchor: Literal["sum", "mean"] = "sum"
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.K, int) or self.K < 1:
-            raise ValueError(f"CareConfig.K={self.K!r}: must be an integer >= 1")
-        if not isinstance(self.M, int) or self.M < self.K:
-            raise ValueError(f"CareConfig.M={self.M!r}: must be an integer >= K ({self.K})")
-        if not (self.s >= 0 and math.isfinite(self.s)):
-            raise ValueError(f"CareConfig.s={self.s!r}: must be a finite number >= 0")
-        if self.s_refl is not None and not (self.s_refl >= 0 and math.isfinite(self.s_refl)):
-            raise ValueError(
-                f"CareConfig.s_refl={self.s_refl!r}: must be None or a finite number >= 0"
-            )
-        if not (self.eps > 0):
-            raise ValueError(f"CareConfig.eps={self.eps!r}: must be > 0")
-        if not (self.rescue_delta > 0 and math.isfinite(self.rescue_delta)):
-            raise ValueError(
-                f"CareConfig.rescue_delta={self.rescue_delta!r}: must be a finite number > 0"
-            )
-        if self.rescue_anchor not in ("sum", "mean"):
-            raise ValueError(
-                f"CareConfig.rescue_anchor={self.rescue_anchor!r}: must be 'sum' or 'mean'"
-            )
+    K: int = Field(4, ge=1, strict=True, description="Hard negatives per subgroup.")
+    M: int = Field(6, ge=1, strict=True, description="Nearest-failure pool size (M >= K).")
+    s: float = Field(0.5, ge=0.0, description="Negative-only scale.")
+    s_refl: float | None = Field(None, ge=0.0, description="Failed-reflection scale (null: s/2).")
+    equalize: bool = Field(True, description="Multiply the subgroup by sqrt(K/K').")
+    eps: float = Field(1e-6, gt=0.0, description="Added to the subgroup std.")
+    rescue_enable: bool = _rescue_field(
+        "enable", True, "Give all-wrong groups a pseudo-anchored subgroup."
+    )
+    rescue_delta: float = _rescue_field("delta", 0.1, "Pseudo-reward of the pseudo-anchor.", gt=0.0)
+    rescue_normalize: bool = _rescue_field(
+        "normalize", True, "z-score the pseudo-rewards (δ then cancels)."
+    )
+    rescue_anchor: Literal["sum", "mean"] = _rescue_field(
+        "anchor", "sum", "Old log-prob sum or mean per token."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rescue_mapping_is_complete(cls, data: Any) -> Any:
+        # The nested form is read through the field aliases, which would pass over a misspelt
+        # key or a rescue value that is not a mapping without a word.
+        if isinstance(data, dict) and "rescue" in data:
+            rescue = data["rescue"]
+            if not isinstance(rescue, dict):
+                raise ValueError(
+                    f"rescue must be a mapping of {', '.join(_RESCUE_KEYS)}, got {rescue!r}"
+                )
+            unknown = sorted(str(key) for key in rescue if key not in _RESCUE_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"rescue: unknown key(s) {', '.join(unknown)}; allowed: "
+                    f"{', '.join(_RESCUE_KEYS)}"
+                )
+            both = [key for key in rescue if f"rescue_{key}" in data]
+            if both:
+                raise ValueError(
+                    f"rescue.{both[0]} and rescue_{both[0]} are the same setting; give it once"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _pool_holds_the_negatives(self) -> CareConfig:
+        if self.M < self.K:
+            raise ValueError(f"CareConfig.M={self.M} must be >= K={self.K}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _nest_rescue(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        flat = handler(self)
+        rescue = {key: flat.pop(f"rescue_{key}") for key in _RESCUE_KEYS}
+        return {**flat, "rescue": rescue}
 
     @property
     def reflection_scale(self) -> float:

@@ -22,12 +22,12 @@ Tiny example (token level, ratio exactly 1, ``token_mean`` over 3 response token
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 RatioLevel = Literal["token", "sequence"]
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
@@ -45,88 +45,71 @@ K3_VALUE_CLAMP = 10.0
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PolicyLossConfig:
-    """Settings of the clipped policy-gradient surrogate (docs/algorithm.md section 6).
+class PolicyLossConfig(BaseModel):
+    """Settings of the policy loss (docs/algorithm.md section 6): the clipped surrogate that
+    :func:`policy_loss` computes and the KL term the trainer adds with :func:`kl_loss`.
+
+    This one class is both the argument of :func:`policy_loss` and the ``loss`` section of a
+    run's YAML; the defaults are the paper's PPO settings (CARE and GRPO), and a run config
+    fills the fields it leaves unset from its estimator (``care.algo.registry``). A bad value
+    raises a ``ValueError`` (pydantic's ``ValidationError``) naming the field and what it allows.
 
     Attributes:
-        clip_low: lower clip range; the ratio is clipped below at ``1 - clip_low``. In [0, 1).
+        clip_low: lower clip range; the ratio is clipped below at ``1 - clip_low``. In [0, 1),
+            so the lower bound stays positive.
         clip_high: upper clip range; the ratio is clipped above at ``1 + clip_high`` (DAPO's
             clip-higher uses 0.28). At least 0.
         dual_clip: dual-clip constant ``c`` for negative advantages: a token's loss is capped
-            at ``-A * c`` however large its ratio grows. ``None`` disables it. Must be > 1.
+            at ``-A * c`` however large its ratio grows. ``None`` disables it. Must be > 1 (a
+            cap at or below ratio 1 would clip on-policy tokens).
         ratio_level: ``"token"`` (PPO/GRPO: one ratio per token) or ``"sequence"`` (GSPO: one
             ratio per response, ``exp(mean_t(logp - old_logp))``).
         aggregation: how the ``[B, L]`` per-token losses become one scalar; see
             :func:`aggregate_loss`.
         count_zero_adv_rows: whether responses whose advantages are all zero still count in the
             denominator of the aggregation (the reference code: yes). ``False`` drops them.
+        kl_coef: weight of the KL term to the reference policy (0: no KL term). Read by the
+            trainer, not by :func:`policy_loss`.
+        kl_estimator: the per-token KL estimate (:func:`kl_penalty`). Read by the trainer.
         norm_length: the constant divisor of ``seq_mean_token_sum_norm`` (Dr. GRPO's maximum
-            response length, in tokens). ``None`` uses ``L``, the padded length of the batch.
-        log_ratio_clamp: ``logp - old_logp`` is clamped to ``[-v, v]`` before ``exp``. Must be > 0.
+            response length, in tokens). ``None`` uses ``L``, the padded length of the batch;
+            the trainer puts ``rollout.max_new_tokens`` in its place.
+        log_ratio_clamp: ``logp - old_logp`` is clamped to ``[-v, v]`` before ``exp``. > 0.
     """
 
-    clip_low: float = 0.2
-    clip_high: float = 0.3
-    dual_clip: float | None = 3.0
-    ratio_level: RatioLevel = "token"
-    aggregation: Aggregation = "token_mean"
-    count_zero_adv_rows: bool = True
-    norm_length: int | None = None
-    log_ratio_clamp: float = 20.0
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        _check_real("clip_low", self.clip_low)
-        if not 0.0 <= self.clip_low < 1.0:
-            raise ValueError(
-                f"PolicyLossConfig.clip_low={self.clip_low!r} is invalid: it must lie in [0, 1) "
-                "so that the lower clip bound 1 - clip_low stays positive."
-            )
-        _check_real("clip_high", self.clip_high)
-        if self.clip_high < 0.0:
-            raise ValueError(
-                f"PolicyLossConfig.clip_high={self.clip_high!r} is invalid: it must be >= 0."
-            )
-        if self.dual_clip is not None:
-            _check_real("dual_clip", self.dual_clip)
-            if self.dual_clip <= 1.0:
-                raise ValueError(
-                    f"PolicyLossConfig.dual_clip={self.dual_clip!r} is invalid: it must be > 1 "
-                    "(a cap at or below ratio 1 would clip on-policy tokens), or None to disable."
-                )
-        if self.ratio_level not in _RATIO_LEVELS:
-            raise ValueError(
-                f"PolicyLossConfig.ratio_level={self.ratio_level!r} is invalid: allowed are "
-                f"{sorted(_RATIO_LEVELS)}."
-            )
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"PolicyLossConfig.aggregation={self.aggregation!r} is invalid: allowed are "
-                f"{sorted(AGGREGATIONS)}."
-            )
-        if not isinstance(self.count_zero_adv_rows, bool):
-            raise ValueError(
-                f"PolicyLossConfig.count_zero_adv_rows={self.count_zero_adv_rows!r} is invalid: "
-                "it must be True or False."
-            )
-        if self.norm_length is not None:
-            _check_norm_length(self.norm_length, owner="PolicyLossConfig.norm_length")
-        _check_real("log_ratio_clamp", self.log_ratio_clamp)
-        if self.log_ratio_clamp <= 0.0:
-            raise ValueError(
-                f"PolicyLossConfig.log_ratio_clamp={self.log_ratio_clamp!r} is invalid: it must "
-                "be > 0."
-            )
+    clip_low: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Ratio clipped below at 1 - clip_low, in [0, 1)."
+    )
+    clip_high: float = Field(0.3, ge=0.0, description="Ratio clipped above at 1 + clip_high.")
+    dual_clip: float | None = Field(
+        3.0, gt=1.0, description="Dual-clip constant c > 1 for negative advantages (null: off)."
+    )
+    ratio_level: RatioLevel = Field("token", description="Token (PPO/GRPO) or sequence (GSPO).")
+    aggregation: Aggregation = Field(
+        "token_mean", description="How per-token losses become one scalar."
+    )
+    count_zero_adv_rows: bool = Field(
+        True, strict=True, description="Zero-advantage rows count in means."
+    )
+    kl_coef: float = Field(1e-2, ge=0.0, description="KL coefficient (0 disables the KL term).")
+    kl_estimator: KLEstimator = Field(
+        "low_var_kl", description="KL estimator to the reference policy."
+    )
+    norm_length: int | None = Field(
+        None,
+        ge=1,
+        strict=True,
+        description="Divisor of seq_mean_token_sum_norm in tokens (null: a run uses "
+        "rollout.max_new_tokens, a direct call the padded batch length).",
+    )
+    log_ratio_clamp: float = Field(
+        20.0, gt=0.0, description="logp - old_logp is clamped to +-this before exp."
+    )
 
 
 _RATIO_LEVELS = frozenset({"token", "sequence"})
-
-
-def _check_real(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(
-            f"PolicyLossConfig.{name}={value!r} is invalid: it must be a finite real number."
-        )
 
 
 def _check_norm_length(value: object, owner: str) -> None:

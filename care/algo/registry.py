@@ -24,6 +24,7 @@ import torch
 
 from care.algo.care import CareConfig, CareOutput, care_advantages
 from care.algo.grpo import grpo_advantages
+from care.algo.losses import PolicyLossConfig
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ class Estimator:
         uses_rgr: the trainer runs Reflection-Guided Resampling before computing advantages.
         dynamic_sampling: drop groups whose rewards have zero variance and refill the batch.
         token_weighting: ``"region"`` (CARE's answer/think weights) or ``"uniform"``.
-        loss_defaults: policy-loss settings that define the method (PolicyLossConfig fields, plus
-            ``kl_coef``); a user config may still override them.
+        loss_defaults: the PolicyLossConfig fields that define the method; a run config fills
+            the ones it leaves unset from here before validation, and may set any of them.
     """
 
     name: str
@@ -81,14 +82,12 @@ class Estimator:
 
 _REGISTRY: dict[str, Estimator] = {}
 
-# The paper's shared PPO settings (EasyR1 defaults): clip [1-0.2, 1+0.3], dual clip 3, low_var_kl 1e-2.
+# The paper's shared PPO settings (EasyR1's: clip [1-0.2, 1+0.3], dual clip 3, token-level ratio,
+# token_mean, low_var_kl 1e-2) are PolicyLossConfig's defaults; each estimator below states how
+# it departs from them.
 _PPO_DEFAULTS: dict[str, Any] = {
-    "clip_low": 0.2,
-    "clip_high": 0.3,
-    "dual_clip": 3.0,
-    "ratio_level": "token",
-    "aggregation": "token_mean",
-    "kl_coef": 1e-2,
+    name: PolicyLossConfig.model_fields[name].default
+    for name in ("clip_low", "clip_high", "dual_clip", "ratio_level", "aggregation", "kl_coef")
 }
 
 

@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "encode_context": "policy",
     "policy_forward": "policy",
     "Qwen2_5_VLImageProcessor": "vlm",
+    "TinyVLMConfig": "tiny_config",
     "build_processor": "vlm",
     "build_tiny_vlm": "vlm",
     "load_policy": "vlm",

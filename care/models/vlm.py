@@ -40,6 +40,8 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from care.models.tiny_config import TinyVLMConfig
+
 # The processor class real Qwen2.5-VL folders declare. Our saved folders declare it too, so tools
 # that have torchvision (vLLM, lmms-eval on a GPU box) treat them as ordinary Qwen2.5-VL folders.
 STANDARD_PROCESSOR_CLASS = "Qwen2_5_VLProcessor"
@@ -230,64 +232,24 @@ def stop_token_ids(tokenizer_or_processor: Any) -> list[int]:
     return sorted(ids)
 
 
-def tiny_vlm_config(
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int | None = None,
-    vision_hidden_size: int = 32,
-    vision_depth: int = 1,
-    vision_num_heads: int = 2,
-    max_position_embeddings: int = 32768,
-    initializer_range: float = 0.02,
-) -> Qwen2_5_VLConfig:
-    """The Qwen2.5-VL config of the tiny model (see :func:`build_tiny_vlm` for the arguments).
+TINY_MAX_POSITIONS = 32768
+"""Longest sequence the tiny model's rotary embedding is set up for."""
 
-    Multimodal RoPE splits the rotary half of each head (``head_dim / 2`` frequencies) into
-    temporal, height and width sections in Qwen's 2:3:3 ratio (16/24/24 for head_dim 128);
-    head_dim 16 gives ``mrope_section = [2, 3, 3]``.
+
+def tiny_vlm_config(
+    tokenizer: PreTrainedTokenizerBase, shape: TinyVLMConfig | None = None
+) -> Qwen2_5_VLConfig:
+    """The Qwen2.5-VL config of the tiny model of ``shape`` (defaults if None) over `tokenizer`.
+
+    ``shape`` was checked when it was built (:class:`TinyVLMConfig`). Multimodal RoPE splits
+    the rotary half of each head (``head_dim / 2`` frequencies) into temporal, height and width
+    sections in Qwen's 2:3:3 ratio (16/24/24 for head_dim 128); head_dim 16 gives
+    ``mrope_section = [2, 3, 3]``.
     """
+    shape = shape or TinyVLMConfig()
     vocabulary = tokenizer.get_vocab()
     vision_token_ids(tokenizer)
-    for name, value in (
-        ("hidden_size", hidden_size),
-        ("num_layers", num_layers),
-        ("num_attention_heads", num_attention_heads),
-        ("num_key_value_heads", num_key_value_heads),
-        ("vision_hidden_size", vision_hidden_size),
-        ("vision_depth", vision_depth),
-        ("vision_num_heads", vision_num_heads),
-        ("max_position_embeddings", max_position_embeddings),
-    ):
-        _check_positive_int(name, value)
-    if isinstance(initializer_range, bool) or not isinstance(initializer_range, (int, float)):
-        raise ValueError(f"initializer_range must be a number > 0, got {initializer_range!r}")
-    if not initializer_range > 0:
-        raise ValueError(f"initializer_range must be > 0, got {initializer_range}")
-    if hidden_size % num_attention_heads:
-        raise ValueError(
-            f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-            f"({num_attention_heads})"
-        )
-    if num_attention_heads % num_key_value_heads:
-        raise ValueError(
-            f"num_attention_heads ({num_attention_heads}) must be a multiple of "
-            f"num_key_value_heads ({num_key_value_heads}) for grouped-query attention"
-        )
-    head_dim = hidden_size // num_attention_heads
-    if head_dim % 8:
-        raise ValueError(
-            f"head_dim = hidden_size / num_attention_heads = {head_dim} must be a multiple of 8 "
-            "so that multimodal RoPE gets at least one frequency per axis"
-        )
-    if vision_hidden_size % vision_num_heads or (vision_hidden_size // vision_num_heads) % 4:
-        raise ValueError(
-            f"vision_hidden_size ({vision_hidden_size}) / vision_num_heads ({vision_num_heads}) "
-            "must be an integer multiple of 4 (2-D rotary embedding of the vision tower)"
-        )
+    head_dim = shape.head_dim
     rotary_half = head_dim // 2
     temporal = rotary_half // 4
     height = (rotary_half - temporal) // 2
@@ -296,12 +258,12 @@ def tiny_vlm_config(
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": intermediate_size or 2 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": num_attention_heads,
-            "num_key_value_heads": num_key_value_heads,
-            "max_position_embeddings": max_position_embeddings,
+            "hidden_size": shape.hidden_size,
+            "intermediate_size": shape.intermediate_size,
+            "num_hidden_layers": shape.num_layers,
+            "num_attention_heads": shape.num_heads,
+            "num_key_value_heads": shape.num_kv_heads,
+            "max_position_embeddings": TINY_MAX_POSITIONS,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1_000_000.0,
@@ -310,20 +272,20 @@ def tiny_vlm_config(
             "bos_token_id": None,
             "eos_token_id": vocabulary["<|im_end|>"],
             "pad_token_id": pad_id,
-            "initializer_range": float(initializer_range),
+            "initializer_range": shape.initializer_range,
         },
         vision_config={
-            "depth": vision_depth,
-            "hidden_size": vision_hidden_size,
-            "intermediate_size": 2 * vision_hidden_size,
-            "num_heads": vision_num_heads,
+            "depth": shape.vision_depth,
+            "hidden_size": shape.vision_hidden_size,
+            "intermediate_size": 2 * shape.vision_hidden_size,
+            "num_heads": shape.vision_num_heads,
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "out_hidden_size": hidden_size,
+            "out_hidden_size": shape.hidden_size,
             "window_size": 112,
-            "fullatt_block_indexes": [vision_depth - 1],
-            "initializer_range": float(initializer_range),
+            "fullatt_block_indexes": [shape.vision_depth - 1],
+            "initializer_range": shape.initializer_range,
         },
         image_token_id=vocabulary["<|image_pad|>"],
         video_token_id=vocabulary["<|video_pad|>"],
@@ -336,15 +298,7 @@ def tiny_vlm_config(
 def build_tiny_vlm(
     tokenizer: PreTrainedTokenizerBase,
     *,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int | None = None,
-    vision_hidden_size: int = 32,
-    vision_depth: int = 1,
-    vision_num_heads: int = 2,
-    initializer_range: float = 0.02,
+    shape: TinyVLMConfig | None = None,
     image_size: int | None = None,
     min_pixels: int = TINY_MIN_PIXELS,
     max_pixels: int = TINY_MAX_PIXELS,
@@ -360,11 +314,9 @@ def build_tiny_vlm(
 
     Args:
         tokenizer: a Qwen2.5-style tokenizer (the real one or the tiny BPE).
-        hidden_size, num_layers, num_attention_heads, num_key_value_heads, intermediate_size:
-            text decoder shape (``intermediate_size`` defaults to ``2 * hidden_size``).
-        vision_hidden_size, vision_depth, vision_num_heads: vision tower shape.
-        initializer_range: std of the normal weight init (Qwen's 0.02 gives a near-uniform
-            next-token distribution; ~0.2 gives a peaked one, useful in tests).
+        shape: text decoder and vision tower sizes and the weight init's std
+            (:class:`TinyVLMConfig`, the ``model.tiny`` section of a run config; defaults if
+            None). An init std of ~0.2 gives a peaked next-token distribution, useful in tests.
         image_size, min_pixels, max_pixels: pixel budget of the processor (:func:`build_processor`).
         seed: weight initialisation seed.
 
@@ -376,18 +328,7 @@ def build_tiny_vlm(
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    config = tiny_vlm_config(
-        tokenizer,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        intermediate_size=intermediate_size,
-        vision_hidden_size=vision_hidden_size,
-        vision_depth=vision_depth,
-        vision_num_heads=vision_num_heads,
-        initializer_range=initializer_range,
-    )
+    config = tiny_vlm_config(tokenizer, shape)
     processor = build_processor(
         tokenizer, image_size=image_size, min_pixels=min_pixels, max_pixels=max_pixels
     )

@@ -50,18 +50,8 @@ def build_or_load_policy(
         tokenizer = load_qwen2_5_tokenizer()
     else:
         tokenizer = train_tiny_bpe_tokenizer(vocab_size=TINY_BPE_VOCAB, corpus=list(corpus) or None)
-    tiny = model_cfg.tiny
     model, processor = build_tiny_vlm(
-        tokenizer,
-        hidden_size=tiny.hidden_size,
-        num_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=tiny.num_kv_heads,
-        intermediate_size=tiny.intermediate_size,
-        vision_hidden_size=tiny.vision_hidden_size,
-        vision_depth=tiny.vision_depth,
-        image_size=model_cfg.image_size,
-        seed=seed,
+        tokenizer, shape=model_cfg.tiny, image_size=model_cfg.image_size, seed=seed
     )
     if model_cfg.dtype == "bfloat16":
         # Parameters only, as from_pretrained(dtype=bfloat16) loads a checkpoint: the rotary

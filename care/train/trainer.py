@@ -103,7 +103,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.estimator: Estimator = get_estimator(cfg.algo.estimator)
-        self.care_cfg = cfg.algo.care.to_care_config()
+        self.care_cfg = cfg.algo.care
         self.accelerator = make_accelerator(cfg.train.device, accelerator)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -184,7 +184,13 @@ class Trainer:
         self.engine = make_engine(
             self.policy, self.processor, cfg.rollout, max_model_len=context_token_budget(cfg)
         )
-        self.loss_cfg = cfg.loss.to_policy_loss_config(norm_length=cfg.rollout.max_new_tokens)
+        # Dr. GRPO divides token sums by the longest response a rollout may have, unless the
+        # config names another length.
+        self.loss_cfg = (
+            cfg.loss
+            if cfg.loss.norm_length is not None
+            else cfg.loss.model_copy(update={"norm_length": cfg.rollout.max_new_tokens})
+        )
         self.start_step = 0
         if state is not None:
             if self.accelerator.is_fsdp2:
