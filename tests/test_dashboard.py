@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis_app import data, figures, tables  # noqa: E402
 from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E402
+from care.runlog import HardNegative  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
 PAGE_FILES = (
@@ -170,11 +171,11 @@ def test_groups_log_indexes_each_steps_block(runs_root: Path) -> None:
     groups = data.load_groups(runs_root / "care")
     assert groups.steps == list(range(1, 31))
     step_ten = groups.of_step(10)
-    assert [g["group_id"] for g in step_ten] == [0, 1, 2, 3]
-    assert step_ten[0]["hard_negatives"] == [
-        {"index": 0, "distance": 0.08},
-        {"index": 3, "distance": 0.24},
-    ]
+    assert [g.group_id for g in step_ten] == [0, 1, 2, 3]
+    assert step_ten[0].hard_negatives == (HardNegative(0, 0.08), HardNegative(3, 0.24))
+    # The all-correct template has no anchor, and a repair logs its reward and advantage.
+    assert step_ten[2].n_correct == 4 and step_ten[2].anchor_index is None
+    assert (step_ten[0].rgr.reward, step_ten[0].rgr.advantage) == (1.0, 0.5)
     assert groups.of_step(99) == []
 
 
@@ -496,7 +497,7 @@ def test_hard_negatives_page_shows_anchor_negatives_and_the_rgr_repair(
     assert rollouts["advantage"].tolist() == [0.0, 0.0, 2.0, -0.5]
     assert rollouts["distance"].tolist()[3] == 0.24
     shown = texts(app)
-    question = data.load_samples(runs_root / "care", 10).records[0]["question"]
+    question = data.load_samples(runs_root / "care", 10).records[0].question
     assert question in shown
     assert "rollout **#0**, distance **0.080**, advantage **+0.000**" in shown
     assert "s10 g0 r2: counting the shapes (right). \\boxed{3}" in shown  # the anchor's response
@@ -529,7 +530,7 @@ def test_hard_negatives_page_names_a_corrupt_group_line_of_the_shown_step(
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="care", step="2", group="0")
     shown = texts(app)
     assert "groups.jsonl:6: invalid JSON" in shown
-    assert [g["group_id"] for g in data.load_groups(run).of_step(2)] == [0, 2, 3]
+    assert [g.group_id for g in data.load_groups(run).of_step(2)] == [0, 2, 3]
 
 
 def test_evaluation_page_tables_with_paper_rows_and_deltas(
