@@ -148,9 +148,19 @@ def _sequence(kind: str, name: str, value: Any) -> Sequence[Any]:
     raise RecordError(kind, name, f"must be a list, got {value!r}")
 
 
+_FLOAT_ONLY = {float}
+_BOOL_ONLY = {bool}
+
+
 def _numbers(kind: str, name: str, value: Any, nullable: bool) -> tuple[float | None, ...]:
-    check = _optional_number if nullable else _number
     items = _sequence(kind, name, value)
+    # The usual list, finite floats only, is checked in C: the sum of finite floats is finite
+    # unless it overflows, which (like an int, None, NaN or a wrong type) takes the loop below.
+    if set(map(type, items)) == _FLOAT_ONLY:
+        total = sum(items)
+        if total - total == 0.0:
+            return tuple(items)
+    check = _optional_number if nullable else _number
     # tuple(list), not tuple(generator): a generator's tuple is allocated large and shrunk,
     # so the size-G tuples it frees pile up in CPython's tuple free list instead of being reused.
     return tuple([check(kind, f"{name}[{i}]", item) for i, item in enumerate(items)])
@@ -158,6 +168,8 @@ def _numbers(kind: str, name: str, value: Any, nullable: bool) -> tuple[float | 
 
 def _bools(kind: str, name: str, value: Any) -> tuple[bool, ...]:
     items = _sequence(kind, name, value)
+    if set(map(type, items)) <= _BOOL_ONLY:
+        return tuple(items)
     for i, item in enumerate(items):
         if type(item) is not bool:
             raise RecordError(kind, f"{name}[{i}]", f"must be true or false, got {item!r}")
@@ -425,15 +437,19 @@ class GroupRecord:
         _int(kind, "group_id", self.group_id, minimum=0)
         _prompt_id(kind, self.prompt_id)
         size = _int(kind, "G", self.G, minimum=0)
-        _set(self, "advantages", _numbers(kind, "advantages", self.advantages, nullable=True))
-        _set(self, "rewards", _numbers(kind, "rewards", self.rewards, nullable=False))
+        advantages = _numbers(kind, "advantages", self.advantages, nullable=True)
+        rewards = _numbers(kind, "rewards", self.rewards, nullable=False)
         correct = _bools(kind, "correct", self.correct)
+        _set(self, "advantages", advantages)
+        _set(self, "rewards", rewards)
         _set(self, "correct", correct)
-        for name in ("advantages", "rewards", "correct"):
-            if len(getattr(self, name)) != size:
-                raise RecordError(
-                    kind, name, f"has {len(getattr(self, name))} entries, G is {size}"
-                )
+        for name, values in (
+            ("advantages", advantages),
+            ("rewards", rewards),
+            ("correct", correct),
+        ):
+            if len(values) != size:
+                raise RecordError(kind, name, f"has {len(values)} entries, G is {size}")
         n_correct = _int(kind, "n_correct", self.n_correct, minimum=0)
         if n_correct != sum(correct):
             raise RecordError(
