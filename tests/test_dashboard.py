@@ -722,3 +722,33 @@ def test_the_signal_and_runs_pages_draw_trainer_written_runs(
     listing = page("runs.py", out, monkeypatch).dataframe[0].value.set_index("run")
     assert listing.loc[names, "status"].tolist() == ["finished", "finished"]
     assert listing.loc[names, "warnings"].tolist() == [0, 0]
+
+
+def test_a_version_1_run_is_migrated_for_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run as schema version 1 wrote it (repairs without reward and advantage, the repair's
+    sample under the repaired rollout's index) opens on the hard-negatives page."""
+    run = write_synthetic_run(tmp_path / "runs" / "old", steps=2, sample_every=2).run_dir
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "schema_version": 1}))
+    groups = [json.loads(line) for line in (run / "groups.jsonl").read_text().splitlines()]
+    for group in groups:
+        for key in ("reward", "advantage"):
+            del group["rgr"][key]
+    (run / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    samples_path = run / "samples" / "step_00000002.jsonl"
+    samples = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    for sample in samples:
+        if sample["reflected_from"] >= 0:
+            sample["index"] = 0  # group 0's repair continues rollout 0
+    samples_path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    with caplog.at_level("WARNING", logger="care.runlog"):
+        step_groups = data.load_groups(run).of_step(2)
+        records = data.load_samples(run, 2).records
+    assert step_groups[0].rgr.triggered and step_groups[0].rgr.reward is None
+    assert [s.index for s in records if s.is_repair] == [-1, -1]
+    assert [r.getMessage() for r in caplog.records if "read as version 2" in r.getMessage()]
+    app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
+    assert "(reward unknown, advantage unknown)" in texts(app)
+    assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)
