@@ -377,7 +377,10 @@ class RgrRecord:
     @classmethod
     def _build(cls, data: Any) -> RgrRecord:
         _check_keys(cls.KIND, data, _RGR_KEYS, _RGR_KEYS)
-        return cls(**data)
+        record = object.__new__(cls)  # every field present: filled in, then checked
+        record.__dict__.update(data)
+        record.__post_init__()
+        return record
 
 
 _RGR_KEYS = frozenset(RgrRecord.FIELDS)
@@ -459,16 +462,16 @@ class GroupRecord:
         if anchor is not None and not correct[anchor]:
             raise RecordError(kind, "anchor_index", f"rollout {anchor} is not correct")
         negatives = _sequence(kind, "hard_negatives", self.hard_negatives)
-        checked = []
         for i, negative in enumerate(negatives):
-            name = f"hard_negatives[{i}]"
-            if not isinstance(negative, HardNegative):
+            if type(negative) is not HardNegative:
+                name = f"hard_negatives[{i}]"
                 raise RecordError(kind, name, f"must be a HardNegative, got {negative!r}")
-            self._index(f"{name}.index", negative.index)
-            checked.append(negative)
+            if not 0 <= negative.index < size:  # HardNegative checked it is an int
+                self._index(f"hard_negatives[{i}].index", negative.index)
+        checked = tuple(negatives)
         if len({negative.index for negative in checked}) != len(checked):
             raise RecordError(kind, "hard_negatives", "names a rollout twice")
-        _set(self, "hard_negatives", tuple(checked))
+        _set(self, "hard_negatives", checked)
         k_prime = _int(kind, "k_prime", self.k_prime, minimum=0)
         if k_prime != len(checked):
             raise RecordError(
@@ -541,24 +544,33 @@ class GroupRecord:
     @classmethod
     def _build(cls, data: Any) -> GroupRecord:
         _check_keys(cls.KIND, data, _GROUP_KEYS, _GROUP_KNOWN)
-        values = dict(data)
-        negatives = _sequence(cls.KIND, "hard_negatives", values["hard_negatives"])
+        negatives = _sequence(cls.KIND, "hard_negatives", data["hard_negatives"])
         built = []
         for i, negative in enumerate(negatives):
             try:
                 built.append(HardNegative._build(negative))
             except RecordError as error:
                 raise error.inside(cls.KIND, f"hard_negatives[{i}]") from None
-        values["hard_negatives"] = built
-        if values["rgr"] is not None:
+        repair = data["rgr"]
+        if repair is not None:
             try:
-                values["rgr"] = RgrRecord._build(values["rgr"])
+                repair = RgrRecord._build(repair)
             except RecordError as error:
                 raise error.inside(cls.KIND, "rgr") from None
-        return cls(**values)
+        # Every field is known and present (the import fields get their defaults), so the
+        # record is filled in directly and checked by __post_init__ as __init__ would.
+        record = object.__new__(cls)
+        fields = record.__dict__
+        fields.update(_GROUP_DEFAULTS)
+        fields.update(data)
+        fields["hard_negatives"] = built
+        fields["rgr"] = repair
+        record.__post_init__()
+        return record
 
 
 _GROUP_KEYS = frozenset(GroupRecord.FIELDS)
+_GROUP_DEFAULTS = {"correct_source": None, "not_computed": ()}
 _GROUP_KNOWN = _GROUP_KEYS | frozenset(GroupRecord.IMPORT_FIELDS)
 
 
