@@ -28,8 +28,11 @@ from care.runlog import (
     EVAL_DIR,
     GROUPS_FILE,
     META_FILE,
+    SCHEMA_VERSION,
     STEPS_FILE,
     RunLogError,
+    SampleRecord,
+    json_parser,
     list_runs,
     read_jsonl,
     read_meta,
@@ -37,6 +40,7 @@ from care.runlog import (
 )
 from care.runlog.index import StepIndex, read_table
 from care.runlog.layout import SAMPLES_DIR, sample_step_of
+from care.runlog.records import note_migration
 from evaluation.benchmarks import BENCHMARKS, MacroAverage, macro_average
 
 RUNS_DIR_ENV = "CARE_RUNS_DIR"
@@ -265,18 +269,33 @@ def load_steps(run_dir: Path) -> StepsLog:
 # groups.jsonl
 
 
+def _schema_version(run_dir: Path) -> int:
+    """The run's schema version (meta.json, cached); the current one when meta.json is missing
+    or unreadable (the run list reports that problem). An older version is logged once."""
+    try:
+        version = load_meta(run_dir)["schema_version"]
+    except RunLogError:
+        return SCHEMA_VERSION
+    if version < SCHEMA_VERSION:
+        note_migration(run_dir, version)
+    return version
+
+
 def load_groups(run_dir: Path) -> StepIndex:
     """groups.jsonl of `run_dir` indexed by step (cached); empty when the run has none (SFT).
 
     Opening reads only each line's leading step; ``.of_step(step)`` parses that step's records
-    on first use (`care.runlog.index.StepIndex`), so a paper-scale log of 102,400 groups opens
-    in a fraction of a second and the hard-negatives page parses 512 records, not all of them.
+    on first use into `GroupRecord`s (`care.runlog.index.StepIndex`; a run of an older schema
+    version is migrated), so a paper-scale log of 102,400 groups opens in a fraction of a
+    second and the hard-negatives page parses 512 records, not all of them. A line that is not
+    a well-formed group record becomes a warning naming its file, line and field.
     """
     path = Path(run_dir) / GROUPS_FILE
     key = file_key(path)
+    convert = json_parser("group", _schema_version(Path(run_dir)))
     if key is None:
-        return StepIndex.empty(path)
-    return CACHE.get_or_load(("groups", *key), lambda: StepIndex.open(path))
+        return StepIndex.empty(path, convert=convert)
+    return CACHE.get_or_load(("groups", *key), lambda: StepIndex.open(path, convert=convert))
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,19 +313,25 @@ def sample_steps(run_dir: Path) -> list[int]:
 
 @dataclass(frozen=True)
 class SamplesLog:
-    records: list[dict[str, Any]]
+    records: list[SampleRecord]
     warnings: list[str] = field(default_factory=list)
 
 
 def load_samples(run_dir: Path, step: int) -> SamplesLog:
-    """Rollout records of `step` (cached); empty when that step has no sample file."""
+    """Rollout records of `step` as `SampleRecord`s (cached); empty when that step has no
+    sample file. A malformed line is left out with a "<file>:<line>: ..." warning."""
     path = sample_file(run_dir, step)
     key = file_key(path)
     if key is None:
         return SamplesLog([])
 
     def read() -> SamplesLog:
-        result = read_jsonl(path, "warn", require_int_field="step")
+        result = read_jsonl(
+            path,
+            "warn",
+            require_int_field="step",
+            convert=json_parser("sample", _schema_version(Path(run_dir))),
+        )
         return SamplesLog(result.records, list(result.warnings))
 
     return CACHE.get_or_load(("samples", *key), read)

@@ -18,6 +18,7 @@ import pandas as pd
 from analysis_app.data import PaperReference, RunSummary, macro_of
 from analysis_app.figures import SIGNAL_METRICS
 from care.metrics.smoothness import debiased_ema, smoothness_summary
+from care.runlog import GroupRecord, SampleRecord
 from care.tables import csv_table, markdown_table
 
 Direction = Literal["max", "min"]
@@ -372,87 +373,68 @@ def eval_best_cells(table: pd.DataFrame) -> pd.DataFrame:
 # Hard negatives
 
 
-def rollout_roles(group: Mapping[str, Any]) -> list[str]:
-    """The role of each rollout of a groups.jsonl record, in rollout order.
+def rollout_roles(group: GroupRecord) -> list[str]:
+    """The role of each rollout of a group record, in rollout order.
 
     "anchor", "pseudo-anchor", "hard negative 1" (picked first = nearest), ..., then "correct" or
     "wrong" for rollouts outside the anchored subgroup.
 
-    The failure an RGR repair replaced gets " (replaced by RGR repair)" appended.
+    The failure an RGR repair replaced gets " (replaced by RGR repair)" appended. The record's
+    indices were checked against G when it was written and read (`care.runlog.GroupRecord`).
 
     Example: anchor 2, hard negatives [0, 3], correct [F, F, T, F], RGR off ->
     ``["hard negative 1", "wrong", "anchor", "hard negative 2"]``.
     """
-    size = int(group.get("G") or len(group.get("advantages") or []))
-    correct = list(group.get("correct") or [False] * size)
-    roles = ["correct" if correct[i] else "wrong" for i in range(size)]
-    for rank, negative in enumerate(group.get("hard_negatives") or [], start=1):
-        index = negative.get("index")
-        if isinstance(index, int) and 0 <= index < size:
-            roles[index] = f"hard negative {rank}"
-    anchor = group.get("anchor_index")
-    if isinstance(anchor, int) and 0 <= anchor < size and not group.get("rescued"):
-        roles[anchor] = "anchor"
-    pseudo = group.get("pseudo_anchor")
-    if isinstance(pseudo, int) and 0 <= pseudo < size:
-        roles[pseudo] = "pseudo-anchor"
-    repair = group.get("rgr") or {}
-    source = repair.get("source_index") if repair.get("triggered") else None
-    if isinstance(source, int) and 0 <= source < size:
+    roles = ["correct" if flag else "wrong" for flag in group.correct]
+    for rank, negative in enumerate(group.hard_negatives, start=1):
+        roles[negative.index] = f"hard negative {rank}"
+    if group.anchor_index is not None:
+        roles[group.anchor_index] = "anchor"
+    if group.pseudo_anchor is not None:
+        roles[group.pseudo_anchor] = "pseudo-anchor"
+    repair = group.rgr
+    if repair is not None and repair.triggered and repair.source_index is not None:
         # Its advantage moved to the repair sample, which is why it shows 0 here.
-        roles[source] += " (replaced by RGR repair)"
+        roles[repair.source_index] += " (replaced by RGR repair)"
     return roles
 
 
-def group_rollouts_table(
-    group: Mapping[str, Any], samples: Sequence[Mapping[str, Any]] = ()
-) -> pd.DataFrame:
+def group_rollouts_table(group: GroupRecord, samples: Sequence[SampleRecord] = ()) -> pd.DataFrame:
     """One row per rollout of a group: role, correct, reward, advantage, cosine distance to the
     (pseudo-)anchor (hard negatives only) and the response text when samples were logged.
 
-    `samples` are the step's sample records; those of other groups and RGR repairs
-    (``reflected_from >= 0``) are ignored here.
+    `samples` are the step's sample records; those of other groups and RGR repairs are ignored
+    here.
     """
-    size = int(group.get("G") or len(group.get("advantages") or []))
     roles = rollout_roles(group)
-    distances = {
-        negative["index"]: negative.get("distance")
-        for negative in group.get("hard_negatives") or []
-        if isinstance(negative, Mapping) and "index" in negative
-    }
+    distances = {negative.index: negative.distance for negative in group.hard_negatives}
     texts = {
-        sample.get("index"): sample.get("response")
+        sample.index: sample.response
         for sample in samples
-        if sample.get("group_id") == group.get("group_id")
-        and (sample.get("reflected_from") is None or sample.get("reflected_from", -1) < 0)
+        if sample.group_id == group.group_id and not sample.is_repair
     }
-
-    def at(name: str, index: int) -> Any:
-        values = group.get(name) or []
-        return values[index] if index < len(values) else None
-
     rows = [
         {
             "rollout": index,
             "role": roles[index],
-            "correct": bool(at("correct", index)),
-            "reward": at("rewards", index),
-            "advantage": at("advantages", index),
+            "correct": group.correct[index],
+            "reward": group.rewards[index],
+            "advantage": group.advantages[index],
             "distance": distances.get(index, math.nan),
             "response": texts.get(index, ""),
         }
-        for index in range(size)
+        for index in range(group.G)
     ]
     frame = pd.DataFrame(
         rows, columns=["rollout", "role", "correct", "reward", "advantage", "distance", "response"]
     )
-    frame["reward"] = pd.to_numeric(frame["reward"], errors="coerce")
-    frame["advantage"] = pd.to_numeric(frame["advantage"], errors="coerce")
-    frame["distance"] = pd.to_numeric(frame["distance"], errors="coerce")
+    # None (a NaN the trainer logged as null) becomes NaN; the columns stay numeric when empty.
+    for name in ("reward", "advantage", "distance"):
+        frame[name] = pd.to_numeric(frame[name], errors="raise").astype(float)
     return frame
 
 
-def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def step_groups_table(groups: Sequence[GroupRecord]) -> pd.DataFrame:
     """One row per group of a step: prompt, G, correct count, K', rescue and RGR outcome.
 
     A group whose record lists them in ``not_computed`` (an imported run) says "not computed"
@@ -460,27 +442,25 @@ def step_groups_table(groups: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """
     rows = []
     for group in groups:
-        repair = group.get("rgr") or {}
-        if not repair:
+        repair = group.rgr
+        if repair is None:
             rgr = "off"
-        elif not repair.get("triggered"):
+        elif not repair.triggered:
             rgr = "not triggered"
         else:
-            rgr = "passed" if repair.get("passed") else "failed"
-        missing = set(group.get("not_computed") or ())
+            rgr = "passed" if repair.passed else "failed"
+        missing = set(group.not_computed)
         rescue_unknown = "rescue" in missing
         rows.append(
             {
-                "group": group.get("group_id"),
-                "prompt": "" if group.get("prompt_id") is None else str(group.get("prompt_id")),
-                "G": group.get("G"),
-                "correct": group.get("n_correct"),
-                "K'": "not computed" if "hard_negatives" in missing else group.get("k_prime"),
-                "rescued": "not computed" if rescue_unknown else bool(group.get("rescued")),
-                "rescue impossible": "not computed"
-                if rescue_unknown
-                else bool(group.get("rescue_impossible")),
-                "RGR": "not computed" if missing and not repair else rgr,
+                "group": group.group_id,
+                "prompt": str(group.prompt_id),
+                "G": group.G,
+                "correct": group.n_correct,
+                "K'": "not computed" if "hard_negatives" in missing else group.k_prime,
+                "rescued": "not computed" if rescue_unknown else group.rescued,
+                "rescue impossible": "not computed" if rescue_unknown else group.rescue_impossible,
+                "RGR": "not computed" if missing and repair is None else rgr,
             }
         )
     return pd.DataFrame(

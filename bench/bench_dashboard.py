@@ -8,8 +8,9 @@ trainer writes them. Timed cold (empty cache; the files are in the OS page cache
 - one step's groups: open + the groups of one late step, as the hard-negatives page needs them.
 
 "new" is what the dashboard does (analysis_app.data: steps through pyarrow, groups through the
-step index of care.runlog.index); "old" parses every line (care.runlog.read_jsonl) and slices
-the groups by step, as the dashboard did before. Both run in this process, interleaved, and the
+step index of care.runlog.index, one step's lines parsed into typed GroupRecords); "old" parses
+every line (care.runlog.read_jsonl) into plain dicts and slices the groups by step, as the
+dashboard did before. Both run in this process, interleaved, and the
 new reader's frame and groups must equal the old reader's, or the script exits with status 1.
 Budgets: open <= 1.5 s, one step's groups <= 0.3 s after opening (printed, with the ratios).
 
@@ -101,10 +102,11 @@ def bench_reader(run_dir: Path, repeats: int) -> bool:
         problems.append(f"steps frame differs: {error}")
     if index.steps != sorted(old_groups):
         problems.append(f"indexed steps differ: {index.steps[:5]}... vs {sorted(old_groups)[:5]}")
+    # The new reader gives typed records (care.runlog.GroupRecord); their JSON is the line's.
     for step in {index.steps[0], index.steps[len(index.steps) // 2], last_step}:
-        if index.of_step(step) != old_groups.get(step):
+        if [group.to_json() for group in index.of_step(step)] != old_groups.get(step):
             problems.append(f"groups of step {step} differ")
-    if step_groups != old_groups.get(last_step) or index.warnings:
+    if [group.to_json() for group in step_groups] != old_groups.get(last_step) or index.warnings:
         problems.append(f"groups of step {last_step} differ or warn: {index.warnings[:3]}")
 
     old = statistics.median(times["old"])

@@ -304,21 +304,33 @@ def inspect_run(
         Path, typer.Argument(help="A run folder (holds meta.json and steps.jsonl).")
     ],
 ) -> None:
-    """Summarise a run folder and report every corrupt log line with file:line."""
-    from care.runlog import RunLogError, RunReader
+    """Summarise a run folder and report every corrupt log line (and every malformed record)
+    with file:line."""
+    from care.runlog import SCHEMA_VERSION, RunLogError, RunReader
 
     try:
         run = RunReader(run_dir, on_corrupt="warn")
         meta, steps, groups = run.meta, run.steps, run.groups
+        rollouts = sum(len(run.samples(step)) for step in run.sample_steps)
     except RunLogError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from err
     estimator = run.config.get("algo", {}).get("estimator", "?") if run.config else "?"
     typer.echo(f"run:       {run_dir}")
-    typer.echo(f"status:    {meta.get('status', '?')}  (schema {meta.get('schema_version', '?')})")
+    version = meta.get("schema_version", "?")
+    read_as = f", read as {SCHEMA_VERSION}" if version != SCHEMA_VERSION else ""
+    typer.echo(f"status:    {meta.get('status', '?')}  (schema {version}{read_as})")
     typer.echo(f"estimator: {estimator}")
     typer.echo(f"steps:     {len(steps)} logged, last step {steps[-1]['step'] if steps else '-'}")
-    typer.echo(f"groups:    {len(groups)} records")
+    mixed = sum(0 < group.n_correct < group.G for group in groups)
+    all_wrong = sum(group.n_correct == 0 for group in groups)
+    repairs = sum(group.rgr is not None and group.rgr.triggered for group in groups)
+    typer.echo(
+        f"groups:    {len(groups)} records ({mixed} mixed, {all_wrong} all wrong, "
+        f"{len(groups) - mixed - all_wrong} all correct; {sum(g.rescued for g in groups)} "
+        f"rescued, {repairs} RGR repairs)"
+    )
+    typer.echo(f"samples:   {rollouts} rollout texts in {len(run.sample_steps)} steps")
     for warning in run.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if run.warnings:

@@ -54,3 +54,22 @@ def qwen_reference_encoding():
 def tiny_bpe_tokenizer():
     """Tiny byte-level BPE (Qwen2 pre-tokenizer, Qwen2.5 added-token strings), trained in code."""
     return train_tiny_bpe_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def fast_demo(tmp_path_factory):
+    """``care demo --fast --seeds 0,1`` run once per session: (output folder, stdout).
+
+    Its run folders are written by the real trainer (the SFT warm start, then GRPO and CARE per
+    seed), so the demo's own tests, the dashboard, the exporter and ``care inspect`` are checked
+    on what training actually writes, not only on the hand-built runs of ``fixtures.runs``.
+    Shared by every module: read it, never write into it.
+    """
+    from typer.testing import CliRunner
+
+    from care.cli import app
+
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out), "--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout

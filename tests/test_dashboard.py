@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis_app import data, figures, tables  # noqa: E402
 from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E402
+from care.runlog import HardNegative, RunReader  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
 PAGE_FILES = (
@@ -170,11 +171,11 @@ def test_groups_log_indexes_each_steps_block(runs_root: Path) -> None:
     groups = data.load_groups(runs_root / "care")
     assert groups.steps == list(range(1, 31))
     step_ten = groups.of_step(10)
-    assert [g["group_id"] for g in step_ten] == [0, 1, 2, 3]
-    assert step_ten[0]["hard_negatives"] == [
-        {"index": 0, "distance": 0.08},
-        {"index": 3, "distance": 0.24},
-    ]
+    assert [g.group_id for g in step_ten] == [0, 1, 2, 3]
+    assert step_ten[0].hard_negatives == (HardNegative(0, 0.08), HardNegative(3, 0.24))
+    # The all-correct template has no anchor, and a repair logs its reward and advantage.
+    assert step_ten[2].n_correct == 4 and step_ten[2].anchor_index is None
+    assert (step_ten[0].rgr.reward, step_ten[0].rgr.advantage) == (1.0, 0.5)
     assert groups.of_step(99) == []
 
 
@@ -496,7 +497,7 @@ def test_hard_negatives_page_shows_anchor_negatives_and_the_rgr_repair(
     assert rollouts["advantage"].tolist() == [0.0, 0.0, 2.0, -0.5]
     assert rollouts["distance"].tolist()[3] == 0.24
     shown = texts(app)
-    question = data.load_samples(runs_root / "care", 10).records[0]["question"]
+    question = data.load_samples(runs_root / "care", 10).records[0].question
     assert question in shown
     assert "rollout **#0**, distance **0.080**, advantage **+0.000**" in shown
     assert "s10 g0 r2: counting the shapes (right). \\boxed{3}" in shown  # the anchor's response
@@ -529,7 +530,7 @@ def test_hard_negatives_page_names_a_corrupt_group_line_of_the_shown_step(
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="care", step="2", group="0")
     shown = texts(app)
     assert "groups.jsonl:6: invalid JSON" in shown
-    assert [g["group_id"] for g in data.load_groups(run).of_step(2)] == [0, 2, 3]
+    assert [g.group_id for g in data.load_groups(run).of_step(2)] == [0, 2, 3]
 
 
 def test_evaluation_page_tables_with_paper_rows_and_deltas(
@@ -633,3 +634,121 @@ def test_sft_run_on_the_signal_page_says_why_there_is_nothing(
     (run / "steps.jsonl").write_text('{"step":1,"sft/loss":2.0}\n{"step":2,"sft/loss":1.5}\n')
     app = page("training_signal.py", tmp_path, monkeypatch)
     assert "Supervised warm-start runs have none" in app.info[0].value
+
+
+# ---------------------------------------------------------------------------------------------
+# a run folder the real trainer wrote (`care demo --fast`, the session's `fast_demo`)
+
+
+def demo_runs(fast_demo: tuple[Path, str]) -> tuple[Path, dict[str, Path]]:
+    out, _ = fast_demo
+    names = {estimator: f"demo_fast_seed0_{estimator}" for estimator in ("care", "grpo")}
+    return out, {estimator: out / name for estimator, name in names.items()}
+
+
+def test_the_loaders_read_a_trainer_written_run_as_the_full_reader_does(
+    fast_demo: tuple[Path, str],
+) -> None:
+    _, runs = demo_runs(fast_demo)
+    for estimator, run_dir in runs.items():
+        reader = RunReader(run_dir)
+        steps = data.load_steps(run_dir)
+        assert steps.warnings == [] and not steps.truncated_tail
+        assert steps.frame["step"].tolist() == [record["step"] for record in reader.steps]
+        assert steps.frame["step"].tolist() == [0, 1, 2, 3]  # step 0: validation only
+        groups = data.load_groups(run_dir)
+        assert groups.steps == [1, 2, 3]
+        for step in groups.steps:
+            typed = groups.of_step(step)
+            assert typed == [group for group in reader.groups if group.step == step]
+            assert [group.group_id for group in typed] == [0, 1, 2, 3]
+            samples = data.load_samples(run_dir, step)
+            assert samples.warnings == [] and samples.records == reader.samples(step)
+            ordinary = [sample for sample in samples.records if not sample.is_repair]
+            assert len(ordinary) == sum(group.G for group in typed)
+            for group in typed:
+                # The trainer logs anchors, negatives and RGR only where CARE computed them.
+                if estimator == "grpo":
+                    assert group.rgr is None and group.hard_negatives == ()
+                    assert group.anchor_index is None
+                else:
+                    assert group.rgr is not None
+                if group.rgr is not None and group.rgr.triggered:
+                    assert group.rgr.reward is not None and group.rgr.advantage is not None
+                if group.n_correct == group.G:
+                    assert group.anchor_index is None
+        assert groups.warnings == []
+
+
+def test_the_tables_and_the_hard_negatives_page_show_a_trainer_written_group(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, runs = demo_runs(fast_demo)
+    step_groups = data.load_groups(runs["care"]).of_step(3)
+    table = tables.step_groups_table(step_groups)
+    assert table["G"].tolist() == [group.G for group in step_groups]
+    assert table["correct"].tolist() == [group.n_correct for group in step_groups]
+    # The group with the most correct rollouts below G has an anchor when one is correct.
+    group = max(step_groups, key=lambda g: (0 < g.n_correct < g.G, g.k_prime, -g.group_id))
+    samples = data.load_samples(runs["care"], 3).records
+    rollouts = tables.group_rollouts_table(group, samples)
+    assert rollouts["advantage"].tolist() == pytest.approx(list(group.advantages))
+    assert rollouts["correct"].tolist() == list(group.correct)
+    assert all(rollouts["response"])  # every rollout's text was logged (log_samples_every 1)
+    app = page(
+        "hard_negatives.py", out, monkeypatch,
+        run=runs["care"].name, step="3", group=str(group.group_id),
+    )  # fmt: skip
+    assert [s.value for s in app.selectbox] == [runs["care"].name, "3", str(group.group_id)]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["correct / G"] == f"{group.n_correct} / {group.G}"
+    assert metrics["K' (negatives used)"] == str(group.k_prime)
+    shown = texts(app)
+    for negative in group.hard_negatives:
+        assert f"rollout **#{negative.index}**, distance **{negative.distance:.3f}**" in shown
+    assert app.dataframe[1].value["advantage"].tolist() == pytest.approx(list(group.advantages))
+
+
+def test_the_signal_and_runs_pages_draw_trainer_written_runs(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, runs = demo_runs(fast_demo)
+    names = [runs["care"].name, runs["grpo"].name]
+    app = page("training_signal.py", out, monkeypatch, run=names)
+    assert len(app.get("plotly_chart")) == 5
+    summary = app.dataframe[0].value
+    logged = [r["signal/failure_share_seq"] for r in RunReader(runs["care"]).steps[1:]]
+    assert summary.loc["signal/failure_share_seq", names[0]] == pytest.approx(np.mean(logged))
+    listing = page("runs.py", out, monkeypatch).dataframe[0].value.set_index("run")
+    assert listing.loc[names, "status"].tolist() == ["finished", "finished"]
+    assert listing.loc[names, "warnings"].tolist() == [0, 0]
+
+
+def test_a_version_1_run_is_migrated_for_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run as schema version 1 wrote it (repairs without reward and advantage, the repair's
+    sample under the repaired rollout's index) opens on the hard-negatives page."""
+    run = write_synthetic_run(tmp_path / "runs" / "old", steps=2, sample_every=2).run_dir
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "schema_version": 1}))
+    groups = [json.loads(line) for line in (run / "groups.jsonl").read_text().splitlines()]
+    for group in groups:
+        for key in ("reward", "advantage"):
+            del group["rgr"][key]
+    (run / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    samples_path = run / "samples" / "step_00000002.jsonl"
+    samples = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    for sample in samples:
+        if sample["reflected_from"] >= 0:
+            sample["index"] = 0  # group 0's repair continues rollout 0
+    samples_path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    with caplog.at_level("WARNING", logger="care.runlog"):
+        step_groups = data.load_groups(run).of_step(2)
+        records = data.load_samples(run, 2).records
+    assert step_groups[0].rgr.triggered and step_groups[0].rgr.reward is None
+    assert [s.index for s in records if s.is_repair] == [-1, -1]
+    assert [r.getMessage() for r in caplog.records if "read as version 2" in r.getMessage()]
+    app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
+    assert "(reward unknown, advantage unknown)" in texts(app)
+    assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)

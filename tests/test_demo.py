@@ -13,13 +13,8 @@ from care.demo import WARM_START, format_report, summary_data
 from care.runlog import RunReader
 from care.stats import paired_bootstrap
 
-
-@pytest.fixture(scope="module")
-def fast_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(app, ["demo", "--fast", "--out", str(out), "--seeds", "0,1"])
-    assert result.exit_code == 0, result.output
-    return out, result.stdout
+# `fast_demo` (conftest.py): one `care demo --fast --seeds 0,1` per session, shared with the
+# dashboard, export and CLI tests.
 
 
 def test_fast_demo_trains_grpo_and_care_from_one_warm_start_per_seed(fast_demo):

@@ -258,19 +258,19 @@ def test_two_process_ddp_run_trains_every_prompt_of_a_step_once_with_consistent_
         # process r trains prompts r, r + 2, ... and the main process logs them rank by rank
         # (one process would log them in draw order, so this also shows two processes ran).
         drawn = [ids[i] for i in sampler.next_batch(PROMPTS_PER_STEP)]
-        groups = sorted((g for g in run.groups if g["step"] == step), key=lambda g: g["group_id"])
-        assert [g["prompt_id"] for g in groups] == drawn[0::2] + drawn[1::2]
-        assert [g["group_id"] for g in groups] == list(range(PROMPTS_PER_STEP))
-        assert all(g["G"] == 4 and len(g["advantages"]) == 4 for g in groups)
+        groups = sorted((g for g in run.groups if g.step == step), key=lambda g: g.group_id)
+        assert [g.prompt_id for g in groups] == drawn[0::2] + drawn[1::2]
+        assert [g.group_id for g in groups] == list(range(PROMPTS_PER_STEP))
+        assert all(g.G == 4 and len(g.advantages) == 4 for g in groups)
         metrics = run.steps[step - 1]
         assert metrics["signal/failure_share_seq"] == pytest.approx(failure_share_of(groups))
         fractions = [metrics[f"groups/{k}_frac"] for k in ("all_correct", "all_wrong", "mixed")]
         assert sum(fractions) == pytest.approx(1.0)
-        all_wrong = sum(g["n_correct"] == 0 for g in groups) / PROMPTS_PER_STEP
+        all_wrong = sum(g.n_correct == 0 for g in groups) / PROMPTS_PER_STEP
         assert metrics["groups/all_wrong_frac"] == pytest.approx(all_wrong)
-        assert metrics["rgr/triggered"] == sum(g["rgr"]["triggered"] for g in groups)
+        assert metrics["rgr/triggered"] == sum(g.rgr.triggered for g in groups)
         assert metrics["rescue/triggered_frac"] == pytest.approx(
-            sum(g["rescued"] for g in groups) / PROMPTS_PER_STEP
+            sum(g.rescued for g in groups) / PROMPTS_PER_STEP
         )
         assert metrics["grad_norm"] > 0.0 and metrics["lr"] == pytest.approx(1e-3)
     weights = load_file(tmp_path / "ddp" / "checkpoints" / "step_2" / "model.safetensors")

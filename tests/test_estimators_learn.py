@@ -106,14 +106,14 @@ def test_one_update_moves_probability_from_each_penalised_response_to_the_reward
 
     run = RunReader(cfg.run_dir)
     (group,) = run.groups
-    assert group["correct"] == [True, False, False, False]
-    advantages = group["advantages"]
+    assert group.correct == (True, False, False, False)
+    advantages = group.advantages
     # The rollouts the update pushes down: every failure, except (CARE with RGR) the failure
     # whose repair replaced it in the subgroup, which gets advantage 0.
     penalised = [1, 2, 3]
     if estimator == "care":
-        source = group["rgr"]["source_index"]
-        assert group["rgr"]["passed"] and advantages[source] == 0.0
+        source = group.rgr.source_index
+        assert group.rgr.passed and advantages[source] == 0.0
         penalised.remove(source)
     assert advantages[0] > 0
     assert all(advantages[i] < 0 for i in penalised)
@@ -217,18 +217,18 @@ def test_dapo_keeps_varied_groups_refills_and_merges_with_logged_counts(
         # No group with variance: logged, the update skipped, the weights untouched.
         assert step["update/skipped"] == 1.0 and "loss/pg" not in step
         assert not changed
-        assert all(a == 0.0 for g in run.groups for a in g["advantages"])
+        assert all(a == 0.0 for g in run.groups for a in g.advantages)
     else:
         assert "update/skipped" not in step and changed
         # The merged batch: the kept groups in draw order, renumbered 0..kept-1, each
         # [1, 1, 0, 0] with GRPO advantages ±0.5 / std, Bessel std sqrt(1/3) → ±0.866.
-        groups = sorted(run.groups, key=lambda g: g["group_id"])
-        assert [g["group_id"] for g in groups] == list(range(kept))
-        assert [g["prompt_id"] for g in groups] == [ids[engine.calls[r][p]] for r, p in kept_at]
+        groups = sorted(run.groups, key=lambda g: g.group_id)
+        assert [g.group_id for g in groups] == list(range(kept))
+        assert [g.prompt_id for g in groups] == [ids[engine.calls[r][p]] for r, p in kept_at]
         half = 0.5 / math.sqrt(1 / 3)
         for g in groups:
-            assert g["correct"] == [True, True, False, False]
-            assert g["advantages"] == pytest.approx([half, half, -half, -half], abs=1e-5)
+            assert g.correct == (True, True, False, False)
+            assert g.advantages == pytest.approx([half, half, -half, -half], abs=1e-5)
         assert step["groups/mixed_frac"] == 1.0
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from analysis_app import data, export, figures  # noqa: E402
 from care.cli import app as care_cli  # noqa: E402
+from care.runlog import RunReader  # noqa: E402
 
 HAS_BROWSER = export.find_browser() is not None
 
@@ -155,3 +156,28 @@ def test_find_browser_honours_browser_path(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PATH", str(tmp_path))
     assert export.find_browser() is None
     assert shutil.which("chromium", path=str(tmp_path)) is None
+
+
+def test_export_of_runs_the_real_trainer_wrote(fast_demo, tmp_path: Path) -> None:
+    """The demo's CARE and GRPO runs of seed 0 (`care demo --fast`, conftest's `fast_demo`):
+    every table and figure is written without a warning, with the numbers the logs hold."""
+    out, _ = fast_demo
+    runs = [out / "demo_fast_seed0_care", out / "demo_fast_seed0_grpo"]
+    data.clear_cache()
+    report = export.export_runs(runs, tmp_path, engine="matplotlib", formats=("png",))
+    assert report.warnings == [] and report.figure_engine == "matplotlib"
+    names = {path.name for path in report.files}
+    for table in ("signal_summary", "smoothness", "compare"):
+        assert {f"{table}.tex", f"{table}.csv", f"{table}.md"} <= names
+    assert {"failure_share.png", "group_types.png", "accuracy.png", "reward.png"} <= names
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "signal_summary.csv").open())}
+    assert set(rows) == {run.name for run in runs}
+    for run in runs:
+        logged = [
+            record["signal/failure_share_seq"]
+            for record in RunReader(run).steps
+            if "signal/failure_share_seq" in record
+        ]
+        assert len(logged) == 3  # steps 1..3; step 0 holds validation only
+        exported = float(rows[run.name]["signal/failure_share_seq"])
+        assert exported == pytest.approx(sum(logged) / len(logged), abs=5e-4)

@@ -80,22 +80,22 @@ def test_verl_dump_becomes_groups_with_their_types_advantages_and_failure_share(
         assert "rescue/triggered_frac" not in record and "rgr/pass_rate" not in record
     # Step 2: prompt 2 has all 4 correct, prompt 3 none: two of four groups carry no signal.
     assert steps[2]["groups/zero_signal_frac"] == pytest.approx(0.5)
-    groups = [g for g in run.groups if g["step"] == 1]
-    by_prompt = {g["prompt_id"]: g for g in groups}
+    groups = [g for g in run.groups if g.step == 1]
+    by_prompt = {g.prompt_id: g for g in groups}
     assert set(by_prompt) == {prompt_hash(prompt_text(p)) for p in range(PROMPTS)}
     group = by_prompt[prompt_hash(prompt_text(0))]  # 1 correct of 4
-    assert group["G"] == 4 and group["n_correct"] == 1
-    assert sorted(group["advantages"]) == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-5)
-    assert group["correct_source"] == "verifier"
-    assert group["not_computed"] == ["hard_negatives", "rescue"]
-    assert group["hard_negatives"] == [] and group["rgr"] is None
+    assert group.G == 4 and group.n_correct == 1
+    assert sorted(group.advantages) == pytest.approx([-0.5, -0.5, -0.5, 1.5], abs=1e-5)
+    assert group.correct_source == "verifier"
+    assert group.not_computed == ("hard_negatives", "rescue")
+    assert group.hard_negatives == () and group.rgr is None
     samples = run.samples(1)
     assert len(samples) == PROMPTS * N
-    sample = next(s for s in samples if s["group_id"] == group["group_id"] and s["correct"])
-    assert sample["answers"] == [str(gold(1, 0))]
-    assert sample["verifier_correct"] is True and sample["extracted"] == str(gold(1, 0))
-    assert sample["dump"] == {"pred": str(gold(1, 0))}
-    assert sample["source_line"].startswith(f"{dump / '1.jsonl'}:")
+    sample = next(s for s in samples if s.group_id == group.group_id and s.correct)
+    assert sample.answers == (str(gold(1, 0)),)
+    assert sample.verifier_correct is True and sample.extracted == str(gold(1, 0))
+    assert sample.dump == {"pred": str(gold(1, 0))}
+    assert sample.source_line.startswith(f"{dump / '1.jsonl'}:")
     assert run.config["import"]["format"] == "verl"
     assert run.meta["status"] == "finished"
     assert report["rollouts"] == 3 * PROMPTS * N and report["skipped_lines"] == 0
@@ -111,7 +111,7 @@ def test_correctness_comes_from_acc_then_the_verifier_then_the_score(tmp_path: P
     for name, (dump_options, import_options, source) in cases.items():
         dump = write_verl_dump(tmp_path / name, steps=1, prompts=PROMPTS, n=N, **dump_options)
         run, report = import_verl(dump, tmp_path / f"run_{name}", **import_options)
-        assert {g["correct_source"] for g in run.groups} == {source}, name
+        assert {g.correct_source for g in run.groups} == {source}, name
         assert run.steps[0][f"import/correct_{source}_frac"] == 1.0, name
         assert report["correct_sources"][source] == PROMPTS * N, name
         # Every source agrees on these honest rewards: the types do not depend on the source.
@@ -135,9 +135,9 @@ def test_a_reward_that_accepts_wrong_answers_shows_as_disagreement_with_the_veri
     assert report["verify_agreement"] == pytest.approx(14 / 16)
     # Correctness comes from the verifier: the bugged group is mixed, though all its rewards
     # are 1 (so GRPO gives it no signal at all).
-    bugged = next(g for g in run.groups if g["prompt_id"] == prompt_hash(prompt_text(1)))
-    assert bugged["n_correct"] == 2 and bugged["rewards"] == [1.0] * 4
-    assert bugged["advantages"] == [0.0] * 4
+    bugged = next(g for g in run.groups if g.prompt_id == prompt_hash(prompt_text(1)))
+    assert bugged.n_correct == 2 and bugged.rewards == (1.0,) * 4
+    assert bugged.advantages == (0.0,) * 4
 
 
 def test_a_malformed_line_is_named_with_file_and_line_and_the_rest_is_kept(
@@ -162,7 +162,7 @@ def test_a_malformed_line_is_named_with_file_and_line_and_the_rest_is_kept(
     assert steps[2]["import/rollouts"] == PROMPTS * N - 2
     # Unshuffled, lines 3 and 6 are rollouts of prompt 0 and prompt 1: two groups of 3.
     assert steps[2]["import/groups_off_size"] == 2
-    assert sorted(g["G"] for g in run.groups if g["step"] == 2) == [3, 3, 4, 4]
+    assert sorted(g.G for g in run.groups if g.step == 2) == [3, 3, 4, 4]
 
 
 def test_step_files_with_a_missing_key(tmp_path: Path) -> None:
@@ -268,11 +268,11 @@ def test_generic_jsonl_and_parquet_import_to_the_same_records_as_the_verl_dump(
         import_run(RolloutFiles(path), out)
         run = RunReader(out)
         assert comparable(run) == comparable(verl_run), path
-        assert {g["correct_source"] for g in run.groups} == {"given"}
-        assert {g["prompt_id"] for g in run.groups} == {"0", "1", "2", "3"}
+        assert {g.correct_source for g in run.groups} == {"given"}
+        assert {g.prompt_id for g in run.groups} == {"0", "1", "2", "3"}
         assert run.config["import"]["format"] == "rollouts"
     parquet_sample = RunReader(tmp_path / "run_parquet").samples(1)[0]
-    assert parquet_sample["source_line"] == f"{parquet}:row 1"
+    assert parquet_sample.source_line == f"{parquet}:row 1"
 
 
 def test_generic_rows_out_of_step_order_are_refused_with_the_row(tmp_path: Path) -> None:
@@ -299,8 +299,8 @@ def test_generic_rows_missing_a_field_are_skipped_and_named(tmp_path: Path) -> N
         f"{path}:4: 'step' must be an integer >= 0, got 'one'",
     ]
     (group,) = RunReader(tmp_path / "run").groups
-    assert group["G"] == 2 and group["correct"] == [True, False]
-    assert group["correct_source"] == "reward"
+    assert group.G == 2 and group.correct == (True, False)
+    assert group.correct_source == "reward"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,9 +460,7 @@ def test_hard_negatives_page_says_what_an_import_cannot_compute(
     assert "need the rollouts' reasoning embeddings" in text
     assert "Not computed: the run was imported from a rollout dump." in text
     first_group_answers = next(
-        s["answers"]
-        for s in RunReader(dashboard_root / "verl_grpo").samples(1)
-        if s["group_id"] == 0
+        s.answers for s in RunReader(dashboard_root / "verl_grpo").samples(1) if s.group_id == 0
     )
     assert f"**Gold answer:** `{first_group_answers[0]}`" in text  # the dump's gts
     metrics = {m.label: m.value for m in browse.metric}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -20,11 +21,18 @@ import yaml
 import care
 from care.runlog import (
     SCHEMA_VERSION,
+    GroupRecord,
+    HardNegative,
+    RecordError,
+    RgrRecord,
     RunExistsError,
     RunLogError,
     RunReader,
     RunWriter,
+    SampleRecord,
     StepIndex,
+    StepRecord,
+    json_parser,
     list_runs,
     read_jsonl,
     read_table,
@@ -41,27 +49,36 @@ CONFIG = {
 
 
 def group_record(group_id: int, n_correct: int = 2) -> dict:
+    """A well-formed groups.jsonl record (without "step") of G = 4 whose first `n_correct`
+    rollouts are correct; a mixed group has anchor 0, hard negatives 2 and 3 and a failed
+    repair of rollout 3, an all-correct or all-wrong one none of these."""
+    correct = [index < n_correct for index in range(4)]
+    mixed = 0 < n_correct < 4
+    no_repair = {
+        "triggered": False, "passed": None, "source_index": None, "source_len": None,
+        "repair_len": None, "reward": None, "advantage": None,
+    }  # fmt: skip
+    repair = {
+        "triggered": True, "passed": False, "source_index": 3, "source_len": 40,
+        "repair_len": 12, "reward": 0.0, "advantage": -0.25,
+    }  # fmt: skip
     return {
         "group_id": group_id,
         "prompt_id": f"geo-{group_id}",
         "G": 4,
         "n_correct": n_correct,
-        "anchor_index": 0,
-        "hard_negatives": [{"index": 2, "distance": 0.125}, {"index": 3, "distance": 0.5}],
-        "k_prime": 2,
+        "anchor_index": 0 if mixed else None,
+        "hard_negatives": [{"index": 2, "distance": 0.125}, {"index": 3, "distance": 0.5}]
+        if mixed
+        else [],
+        "k_prime": 2 if mixed else 0,
         "rescued": False,
         "pseudo_anchor": None,
         "rescue_impossible": False,
-        "rgr": {
-            "triggered": True,
-            "passed": True,
-            "source_index": 2,
-            "source_len": 40,
-            "repair_len": 12,
-        },
-        "advantages": [1.0, 0.5, -0.75, -0.75],
-        "rewards": [1.0, 1.0, 0.0, 0.0],
-        "correct": [True, True, False, False],
+        "rgr": repair if mixed else no_repair,
+        "advantages": [1.0 if flag else -0.75 for flag in correct] if mixed else [0.0] * 4,
+        "rewards": [float(flag) for flag in correct],
+        "correct": correct,
     }
 
 
@@ -73,7 +90,7 @@ def sample_record(group_id: int, index: int) -> dict:
         "response": f"<think>angle {index}</think> \\boxed{{{index}}} ∠",
         "reward": float(index % 2),
         "correct": index % 2 == 1,
-        "image": Path("images/geo.png"),
+        "question": "Find the angle.",
     }
 
 
@@ -106,7 +123,7 @@ def test_round_trip_restores_config_meta_steps_groups_and_samples(tmp_path: Path
     assert list(yaml.safe_load((run_dir / "config.yaml").read_text()).keys()) == list(CONFIG)
 
     meta = run.meta
-    assert meta["schema_version"] == SCHEMA_VERSION == 1
+    assert meta["schema_version"] == SCHEMA_VERSION == 2
     assert meta["care_suite_version"] == care.__version__
     assert meta["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert meta["torch_version"] == torch.__version__
@@ -126,13 +143,18 @@ def test_round_trip_restores_config_meta_steps_groups_and_samples(tmp_path: Path
          "loss/kl": 0.02},
     ]  # fmt: skip
     assert len(run.groups) == 4
-    assert run.groups[0] == {"step": 1, **group_record(0, n_correct=1)}
-    assert run.groups[3] == {"step": 2, **group_record(1)}
-    assert list(run.groups[0])[0] == "step"
+    assert run.groups[0].to_json() == {"step": 1, **group_record(0, n_correct=1)}
+    assert run.groups[3] == GroupRecord.from_json({"step": 2, **group_record(1)})
+    assert run.groups[0].rgr == RgrRecord(True, False, 3, 40, 12, 0.0, -0.25)
+    first_line = json.loads(written_lines(run_dir / "groups.jsonl")[0])
+    assert list(first_line) == ["step", *group_record(0)]
 
-    expected_sample = {**sample_record(0, 1), "step": 2, "image": "images/geo.png"}
+    expected_sample = SampleRecord(step=2, **sample_record(0, 1))
     assert run.samples(2)[1] == expected_sample
-    assert run.samples(2)[1]["response"].endswith("∠")
+    assert run.samples(2)[1].response.endswith("∠")
+    # Every sample line holds every field, those its writer did not know as null.
+    sample_line = json.loads(written_lines(sample_file(run_dir, 2))[1])
+    assert sample_line["finish_reason"] is None and sample_line["reflected_from"] == -1
     assert run.samples(7) == []
     assert run.sample_steps == [1, 2]
     assert sample_file(run_dir, 2) == run_dir / "samples" / "step_00000002.jsonl"
@@ -167,7 +189,8 @@ def test_nan_and_infinities_are_written_as_null_in_strict_json(tmp_path: Path) -
     with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
         writer.log_step(0, {"loss/pg": math.nan, "grad_norm": math.inf, "loss/kl": -math.inf,
                             "acc/mean": 0.25}, timestamp=5.0)  # fmt: skip
-        writer.log_groups(0, [{"advantages": [1.0, float("nan"), np.float32("inf")]}])
+        nan_advantages = [1.0, float("nan"), np.float32("inf"), -0.75]
+        writer.log_groups(0, [{**group_record(0), "advantages": nan_advantages}])
 
     steps_line = written_lines(run_dir / "steps.jsonl")[0]
     assert "NaN" not in steps_line and "Infinity" not in steps_line
@@ -175,7 +198,9 @@ def test_nan_and_infinities_are_written_as_null_in_strict_json(tmp_path: Path) -
         "step": 0, "time": 5.0, "loss/pg": None, "grad_norm": None, "loss/kl": None,
         "acc/mean": 0.25,
     }  # fmt: skip
-    assert RunReader(run_dir).groups == [{"step": 0, "advantages": [1.0, None, None]}]
+    groups_line = written_lines(run_dir / "groups.jsonl")[0]
+    assert '"advantages":[1.0,null,null,-0.75]' in groups_line
+    assert RunReader(run_dir).groups[0].advantages == (1.0, None, None, -0.75)
 
 
 def test_tensors_and_numpy_values_become_python_values() -> None:
@@ -222,15 +247,17 @@ def test_writer_validates_steps_and_records(tmp_path: Path) -> None:
             writer.log_step(True, {})
         with pytest.raises(ValueError, match="must not contain the key 'step'"):
             writer.log_step(4, {"step": 4})
-        with pytest.raises(ValueError, match="metric 'adv' is a list"):
+        with pytest.raises(ValueError, match="step record: field 'adv': must be a number"):
             writer.log_step(4, {"adv": torch.tensor([1.0, 2.0])})
         with pytest.raises(ValueError, match=r"record 1: field 'step' is 2 but .* step 4"):
-            writer.log_groups(4, [{"group_id": 0}, {"group_id": 1, "step": 2}])
-        with pytest.raises(ValueError, match="records must be a list of dicts"):
-            writer.log_samples(4, {"index": 0})
-        writer.log_groups(4, [{"group_id": 0, "step": np.int64(4)}])
+            writer.log_groups(4, [group_record(0), {**group_record(1), "step": 2}])
+        with pytest.raises(ValueError, match="records must be a list of GroupRecords or dicts"):
+            writer.log_groups(4, group_record(0))
+        writer.log_groups(4, [{**group_record(0), "step": np.int64(4)}])
     # A rejected batch writes nothing, not even its valid first record.
-    assert RunReader(tmp_path / "run").groups == [{"step": 4, "group_id": 0}]
+    assert [group.to_json() for group in RunReader(tmp_path / "run").groups] == [
+        {"step": 4, **group_record(0)}
+    ]
 
 
 # -- reading damaged files ------------------------------------------------------------------------
@@ -267,21 +294,25 @@ def test_corrupt_middle_line_raises_with_file_and_line_number(tmp_path: Path) ->
         _ = RunReader(run_dir).steps
     assert str(run_dir / "steps.jsonl") in str(caught.value)
 
-    (run_dir / "groups.jsonl").write_text('{"step": 0}\n[1, 2]\n{"group_id": 4}\n')
+    good = json.dumps({"step": 0, **group_record(0)})
+    (run_dir / "groups.jsonl").write_text(f'{good}\n[1, 2]\n{{"group_id": 4}}\n')
     with pytest.raises(RunLogError, match=r"groups\.jsonl:2: expected a JSON object, got list"):
         read_jsonl(run_dir / "groups.jsonl")
     with pytest.raises(RunLogError, match=r"groups\.jsonl:2: expected a JSON object"):
         _ = RunReader(run_dir).groups
-    (run_dir / "groups.jsonl").write_text('{"step": 0}\n{"group_id": 4}\n')
+    (run_dir / "groups.jsonl").write_text(f'{good}\n{{"group_id": 4}}\n')
     with pytest.raises(RunLogError, match=r"groups\.jsonl:2: field 'step' is missing"):
         _ = RunReader(run_dir).groups
 
 
 def test_warn_mode_skips_bad_lines_and_describes_them(tmp_path: Path) -> None:
     path = tmp_path / "steps.jsonl"
-    path.write_bytes(b'{"step": 0}\n{"step": 1}\n{"step": 2,,}\n"text"\n\xff\xfe\n{"step": 5}\n')
+    path.write_bytes(
+        b'{"step": 0, "time": 1}\n{"step": 1, "time": 2}\n{"step": 2,,}\n"text"\n\xff\xfe\n'
+        b'{"step": 5, "time": 3}\n'
+    )
     result = read_jsonl(path, on_corrupt="warn")
-    assert result.records == [{"step": 0}, {"step": 1}, {"step": 5}]
+    assert [record["step"] for record in result.records] == [0, 1, 5]
     assert result.warnings == [
         f"{path}:3: invalid JSON (Expecting property name enclosed in double quotes at column 12)",
         f"{path}:4: expected a JSON object, got str",
@@ -463,7 +494,7 @@ def test_resume_cuts_every_file_back_to_last_step_and_matches_an_uninterrupted_r
     resumed = RunWriter.resume(run_dir, last_step=3)
     run = RunReader(run_dir)
     assert [record["step"] for record in run.steps] == [1, 2, 3]
-    assert [record["step"] for record in run.groups] == [1, 1, 2, 2, 3, 3]
+    assert [record.step for record in run.groups] == [1, 1, 2, 2, 3, 3]
     assert run.sample_steps == [1, 2, 3]
     assert run.meta["status"] == "running" and run.meta["end_time"] is None
     assert [entry["last_step"] for entry in run.meta["resumes"]] == [3]
@@ -586,3 +617,169 @@ def test_list_runs_finds_run_folders_up_to_depth_three(tmp_path: Path) -> None:
     assert list_runs(tmp_path / "a") == [tmp_path / "a"]
     with pytest.raises(ValueError, match="not an existing folder"):
         list_runs(tmp_path / "missing")
+
+
+# -- typed records --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"G": None}, "field 'G': must be an int, got None"),
+        ({"anchor_index": "0"}, "field 'anchor_index': must be an int or null, got '0'"),
+        ({"anchor_index": 4}, "field 'anchor_index': is 4, outside the group's G = 4"),
+        ({"anchor_index": 2}, "field 'anchor_index': rollout 2 is not correct"),
+        ({"n_correct": 3}, "field 'n_correct': is 3 but 'correct' holds 2 true"),
+        ({"k_prime": 1}, "field 'k_prime': is 1 but hard_negatives holds 2"),
+        ({"rewards": [1.0, 1.0, 0.0]}, "field 'rewards': has 3 entries, G is 4"),
+        ({"correct": [True, True, False, 0]}, r"field 'correct\[3\]': must be true or false"),
+        ({"pseudo_anchor": 1}, "field 'pseudo_anchor': must be null when rescued is false"),
+        ({"colour": "red"}, "field 'colour': is not a field of a group record"),
+        (
+            {"hard_negatives": [{"index": 2}]},
+            r"field 'hard_negatives\[0\]\.distance': is missing",
+        ),
+        (
+            {"rgr": {**group_record(0)["rgr"], "source_index": 0}},
+            "field 'rgr.source_index': rollout 0 is correct; only failures are repaired",
+        ),
+        (
+            {"rgr": {**group_record(0)["rgr"], "repair_len": None}},
+            "field 'rgr.repair_len': must be set when triggered",
+        ),
+    ],
+)
+def test_writer_rejects_a_malformed_group_record_naming_the_field(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    with RunWriter.create(tmp_path / "run", CONFIG, seed=0) as writer:
+        with pytest.raises(
+            RecordError, match=rf"log_groups\(step=1\) record 1: group record: {message}"
+        ):
+            writer.log_groups(1, [group_record(0), {**group_record(1), **change}])
+    assert (tmp_path / "run" / "groups.jsonl").read_text() == ""
+
+
+def test_writer_rejects_malformed_sample_and_step_records_naming_the_field(tmp_path: Path) -> None:
+    with RunWriter.create(tmp_path / "run", CONFIG, seed=0) as writer:
+        missing = {key: value for key, value in sample_record(0, 0).items() if key != "reward"}
+        with pytest.raises(
+            RecordError, match="record 0: sample record: field 'reward': is missing"
+        ):
+            writer.log_samples(1, [missing])
+        with pytest.raises(RecordError, match="sample record: field 'image': is not a field"):
+            writer.log_samples(1, [{**sample_record(0, 0), "image": "a.png"}])
+        with pytest.raises(
+            RecordError, match="record 1: sample record: field 'reward': is missing"
+        ):
+            writer.log_samples(1, [SampleRecord(1, 0, 0, "p", "text", 1.0, True), missing])
+        with pytest.raises(RecordError, match="field 'index': is -1 with reflected_from -1"):
+            writer.log_samples(1, [{**sample_record(0, 0), "index": -1}])
+        with pytest.raises(RecordError, match="field 'index': is 2 with reflected_from 5"):
+            writer.log_samples(1, [{**sample_record(0, 2), "reflected_from": 5}])
+        with pytest.raises(ValueError, match="must be a SampleRecord or a dict, got a GroupRecord"):
+            writer.log_samples(1, [GroupRecord.from_json({"step": 1, **group_record(0)})])
+        with pytest.raises(ValueError, match="record 0: field 'step' is 2 but .* step 1"):
+            writer.log_samples(1, [SampleRecord(2, 0, 0, "p", "text", 1.0, True)])
+        with pytest.raises(RecordError, match="step record: field 'note': must be a number, bool"):
+            writer.log_step(1, {"note": {"a": 1}})
+    with pytest.raises(RecordError, match="sample record: field 'reward': must be a finite"):
+        SampleRecord(1, 0, 0, "p", "text", math.nan, True)
+    assert not (tmp_path / "run" / "samples").exists()
+
+
+def test_reader_names_file_line_and_field_of_a_malformed_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        log_training_step(writer, 1)
+    good = written_lines(run_dir / "groups.jsonl")[0]
+    bad = good.replace('"anchor_index":0', '"anchor_index":"0"')
+    (run_dir / "groups.jsonl").write_text(f"{good}\n{bad}\n")
+    expected = (
+        f"{run_dir / 'groups.jsonl'}:2: group record: field 'anchor_index': must be an int or "
+        "null, got '0'"
+    )
+    with pytest.raises(RunLogError) as caught:
+        _ = RunReader(run_dir).groups
+    assert str(caught.value) == expected
+    run = RunReader(run_dir, on_corrupt="warn")
+    assert len(run.groups) == 1 and run.warnings == [expected]
+    index = StepIndex.open(run_dir / "groups.jsonl", convert=json_parser("group"))
+    assert [group.group_id for group in index.of_step(1)] == [0] and index.warnings == [expected]
+
+
+def test_records_round_trip_through_json_in_the_documented_field_order() -> None:
+    record = GroupRecord.from_json({"step": 3, **group_record(1)})
+    assert record.to_json() == {"step": 3, **group_record(1)}
+    assert list(record.to_json()) == ["step", *group_record(1)]
+    assert record.hard_negatives[0] == HardNegative(2, 0.125)
+    imported = GroupRecord.from_json(
+        {"step": 3, **group_record(1), "correct_source": "reward", "not_computed": ["rescue"]}
+    )
+    assert imported.not_computed == ("rescue",) and imported.to_json()["correct_source"] == "reward"
+    sample = SampleRecord.from_json({"step": 3, **sample_record(0, 1)})
+    assert SampleRecord.from_json(sample.to_json()) == sample
+    assert sample.reflected_from == -1 and not sample.is_repair and sample.answers == ()
+    step = StepRecord(3, 10, {"acc/mean": 0.5, "loss/kl": math.inf})
+    assert step.to_json() == {"step": 3, "time": 10.0, "acc/mean": 0.5, "loss/kl": None}
+    assert StepRecord.from_json(step.to_json()) == step
+
+
+def _version_1_run(run_dir: Path) -> None:
+    """A run folder as schema version 1 left it: repairs without reward and advantage (as the
+    synthetic runs and imports wrote them; the trainer added them to triggered repairs only),
+    and a sample with a free field version 2 no longer has."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    meta = {
+        "schema_version": 1, "care_suite_version": "0.1.0", "python_version": "3.11.9",
+        "torch_version": None, "transformers_version": None, "git_commit": None, "seed": 0,
+        "start_time": "2026-01-31T14:05:09.123+00:00", "host": "old", "status": "finished",
+        "end_time": "2026-01-31T15:05:09.123+00:00", "resumes": [],
+    }  # fmt: skip
+    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    (run_dir / "steps.jsonl").write_text('{"step":1,"time":5.0,"acc/mean":0.5}\n')
+    old_repair = {
+        "triggered": True, "passed": False, "source_index": 3, "source_len": 40, "repair_len": 12
+    }  # fmt: skip
+    old_no_repair = {key: None for key in old_repair} | {"triggered": False}
+    groups = [
+        {"step": 1, **group_record(0), "rgr": old_repair},
+        {"step": 1, **group_record(1, n_correct=4), "rgr": old_no_repair},
+        {"step": 1, **group_record(2), "rgr": None},
+    ]
+    (run_dir / "groups.jsonl").write_text("".join(json.dumps(g) + "\n" for g in groups))
+    (run_dir / "samples").mkdir()
+    old_sample = {"step": 1, **sample_record(0, 1), "image": "images/geo.png"}
+    # A repair as the hand-built runs logged it: under the repaired rollout's index.
+    old_repair_sample = {"step": 1, **sample_record(0, 3), "reflected_from": 3}
+    sample_file(run_dir, 1).write_text(
+        json.dumps(old_sample) + "\n" + json.dumps(old_repair_sample) + "\n"
+    )
+
+
+def test_a_version_1_run_opens_through_the_migration_with_one_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "old_run"
+    _version_1_run(run_dir)
+    with caplog.at_level(logging.WARNING, logger="care.runlog"):
+        run = RunReader(run_dir)
+        groups = run.groups
+        samples = run.samples(1)
+        _ = RunReader(run_dir).groups  # the same folder again: no second message
+    assert run.schema_version == 1 and run.warnings == []
+    assert [group.rgr.reward if group.rgr else "off" for group in groups] == [None, None, "off"]
+    assert groups[0].rgr.triggered and groups[0].rgr.source_index == 3
+    assert samples == [
+        SampleRecord(step=1, **sample_record(0, 1)),  # "image" left out
+        SampleRecord(step=1, **{**sample_record(0, 3), "index": -1, "reflected_from": 3}),
+    ]
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert str(run_dir) in messages[0]
+    assert "schema version 1, read as version 2" in messages[0]
+    # The folder itself is not rewritten, and a version-1 run is never appended to.
+    assert '"reward"' not in (run_dir / "groups.jsonl").read_text()
+    with pytest.raises(RunLogError, match="schema_version 1 differs from 2"):
+        RunWriter.resume(run_dir, 1)

@@ -76,8 +76,8 @@ def test_smoke_check_trains_care_steps_and_times_the_advantage_kernel(tmp_path, 
     assert [s["step"] for s in run.steps] == [1, 2]
     # 4 prompts per step of 8 rollouts each.
     for step in (1, 2):
-        groups = [g for g in run.groups if g["step"] == step]
-        assert len(groups) == 4 and all(g["G"] == 8 for g in groups)
+        groups = [g for g in run.groups if g.step == step]
+        assert len(groups) == 4 and all(g.G == 8 for g in groups)
 
     # The report is the run's step records, restricted to the reported keys, every one present.
     assert report["steps"] == [{key: record[key] for key in REPORTED_KEYS} for record in run.steps]
@@ -89,7 +89,7 @@ def test_smoke_check_trains_care_steps_and_times_the_advantage_kernel(tmp_path, 
         assert 0.0 <= record["signal/failure_share_seq"] <= 1.0
         assert record["rescue/triggered_frac"] * 4 == round(record["rescue/triggered_frac"] * 4)
         assert record["rgr/triggered"] == sum(
-            bool(g["rgr"]["triggered"]) for g in run.groups if g["step"] == record["step"]
+            bool(g.rgr.triggered) for g in run.groups if g.step == record["step"]
         )
         assert math.isfinite(record["loss/pg"]) and math.isfinite(record["grad_norm"])
 

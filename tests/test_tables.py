@@ -59,6 +59,7 @@ def test_dashboard_exports_leave_missing_cells_blank():
     import pandas as pd
 
     from analysis_app.tables import step_groups_table, to_csv, to_latex, to_markdown
+    from care.runlog import GroupRecord
 
     frame = pd.DataFrame(
         {"acc/mean": [0.5, math.nan], "note": ["x", None]}, index=pd.Index(["a", None], name="run")
@@ -71,5 +72,13 @@ def test_dashboard_exports_leave_missing_cells_blank():
     assert markdown.splitlines()[3] == "|     |           |      |"
     assert r" &  &  \\" in latex
     assert csv_text.splitlines()[2] == ",,"
-    groups = step_groups_table([{"group_id": 0, "prompt_id": None, "G": 4, "n_correct": 1}])
-    assert groups.loc[0, "prompt"] == ""
+    # A group record has no missing cells to blank (every field is checked when it is built);
+    # an int prompt id shows as text and a run without RGR says "off".
+    group = GroupRecord(
+        step=1, group_id=0, prompt_id=17, G=2, n_correct=1, anchor_index=None,
+        hard_negatives=(), k_prime=0, rescued=False, pseudo_anchor=None,
+        rescue_impossible=False, rgr=None, advantages=(1.0, -1.0), rewards=(1.0, 0.0),
+        correct=(True, False),
+    )  # fmt: skip
+    groups = step_groups_table([group])
+    assert groups.loc[0, ["prompt", "G", "correct", "K'", "RGR"]].tolist() == ["17", 2, 1, 0, "off"]

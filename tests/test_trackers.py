@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.runs import plain_group
 
 from care.config import config_from_dict
 from care.runlog import RunReader, RunWriter
@@ -31,10 +32,8 @@ from care.train.trackers import (
 CONFIG = {"run": {"name": "mirror"}, "algo": {"estimator": "care", "care": {"K": 4}}}
 # Step 1: groups all correct, mixed, mixed; step 2: all wrong, mixed, all correct.
 GROUPS = {
-    1: [{"group_id": 0, "G": 4, "n_correct": 4}, {"group_id": 1, "G": 4, "n_correct": 1}]
-    + [{"group_id": 2, "G": 4, "n_correct": 3}],
-    2: [{"group_id": 0, "G": 4, "n_correct": 0}, {"group_id": 1, "G": 4, "n_correct": 2}]
-    + [{"group_id": 2, "G": 4, "n_correct": 4}],
+    step: [plain_group(step, group_id, n_correct) for group_id, n_correct in enumerate(counts)]
+    for step, counts in ((1, (4, 1, 3)), (2, (0, 2, 4)))
 }
 METRICS = {
     1: {"acc/mean": 0.5, "signal/failure_share_seq": 0.25, "rgr/pass_rate": float("nan")},
@@ -334,7 +333,7 @@ def test_a_training_run_mirrored_to_tensorboard_offline_wandb_and_mlflow_reads_b
     by_step = {}
     for record in run.steps:
         values, _ = numeric_metrics(record)
-        step_groups = [g for g in run.groups if g["step"] == record["step"]]
+        step_groups = [g for g in run.groups if g.step == record["step"]]
         by_step[record["step"]] = values | group_type_counts(step_groups)
     for values in by_step.values():
         assert values["groups/count"] == 2.0  # two prompts a step

@@ -55,11 +55,11 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
     ):
         assert key in first, key
     groups = run.groups
-    step_groups = [g for g in groups if g["step"] == 1]
+    step_groups = [g for g in groups if g.step == 1]
     # The random tiny model never answers right in 8 tokens: every group is all wrong, so GRPO's
     # advantages are all zero and DAPO keeps no group (the estimators learning from real signal
     # are tested in test_estimators_learn.py).
-    assert all(g["n_correct"] == 0 for g in step_groups)
+    assert all(g.n_correct == 0 for g in step_groups)
     assert first["groups/all_wrong_frac"] == 1.0
     skipped = first.get("update/skipped") == 1.0
     # Only DAPO skips an update, and only when no group of the step has any reward variance:
@@ -82,7 +82,7 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
     # one) over all |advantage|, 0 when there is no advantage at all.
     assert first["signal/failure_share_seq"] == pytest.approx(failure_share_of(step_groups))
     # Two steps of two prompts (DAPO, keeping nothing, logs its first draw).
-    assert len(groups) == 4 and all(g["G"] == 4 for g in groups)
+    assert len(groups) == 4 and all(g.G == 4 for g in groups)
     checkpoint = run_dir / "checkpoints" / "step_2"
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "trainer_state.pt").is_file()
@@ -128,25 +128,25 @@ def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_d
     trainer.engine = ScriptedEngine(trainer.processor, answers, script)
     trainer.fit()
     run = RunReader(cfg.run_dir)
-    anchored, rescued = sorted(run.groups, key=lambda g: g["rescued"])
-    assert anchored["n_correct"] == 1 and anchored["anchor_index"] == 0
-    assert anchored["k_prime"] == 3
-    assert anchored["rgr"]["triggered"] and anchored["rgr"]["passed"]
-    source = anchored["rgr"]["source_index"]
-    assert source == anchored["hard_negatives"][0]["index"]
+    anchored, rescued = sorted(run.groups, key=lambda g: g.rescued)
+    assert anchored.n_correct == 1 and anchored.anchor_index == 0
+    assert anchored.k_prime == 3
+    assert anchored.rgr.triggered and anchored.rgr.passed
+    source = anchored.rgr.source_index
+    assert source == anchored.hard_negatives[0].index
     # S = {anchor, repair, two failures}: rewards [1, 1, 0, 0] → ±1 z-scores, negatives × s,
     # everything × sqrt(K/K') = sqrt(4/3).
     scale = math.sqrt(4 / 3)
-    assert anchored["advantages"][0] == pytest.approx(scale, abs=1e-4)
-    assert anchored["rgr"]["advantage"] == pytest.approx(scale, abs=1e-4)
-    assert anchored["advantages"][source] == 0.0
-    others = [a for i, a in enumerate(anchored["advantages"]) if i not in (0, source)]
+    assert anchored.advantages[0] == pytest.approx(scale, abs=1e-4)
+    assert anchored.rgr.advantage == pytest.approx(scale, abs=1e-4)
+    assert anchored.advantages[source] == 0.0
+    others = [a for i, a in enumerate(anchored.advantages) if i not in (0, source)]
     assert others == pytest.approx([-0.5 * scale] * 2, abs=1e-4)
 
-    assert rescued["n_correct"] == 0 and rescued["rescued"]
-    assert rescued["pseudo_anchor"] is not None and rescued["anchor_index"] is None
-    assert rescued["advantages"][rescued["pseudo_anchor"]] == pytest.approx(2.0, abs=1e-3)
-    assert rescued["rgr"]["triggered"] is False
+    assert rescued.n_correct == 0 and rescued.rescued
+    assert rescued.pseudo_anchor is not None and rescued.anchor_index is None
+    assert rescued.advantages[rescued.pseudo_anchor] == pytest.approx(2.0, abs=1e-3)
+    assert rescued.rgr.triggered is False
     step = run.steps[0]
     assert step["rgr/triggered"] == 1 and step["rgr/passed"] == 1
     assert step["rescue/triggered_frac"] == 0.5

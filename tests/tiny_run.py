@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from care.runlog import GroupRecord
+
 
 def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
     cfg = {
@@ -56,19 +58,19 @@ def scripted_output(tokenizer, stop_id: int, text: str):
     )
 
 
-def failure_share_of(groups: list[dict]) -> float:
+def failure_share_of(groups: list[GroupRecord]) -> float:
     """``signal/failure_share_seq`` recomputed from a step's ``groups.jsonl`` records: the
     |advantage| of failed rollouts plus that of every RGR repair (a failed repair is a failure,
     a passed one got its credit from a failure), over all |advantage|; 0.0 without any."""
     failed = total = 0.0
     for group in groups:
-        for advantage, correct in zip(group["advantages"], group["correct"], strict=True):
+        for advantage, correct in zip(group.advantages, group.correct, strict=True):
             total += abs(advantage)
             failed += 0.0 if correct else abs(advantage)
-        repair = group.get("rgr") or {}
-        if repair.get("triggered"):
-            total += abs(repair["advantage"])
-            failed += abs(repair["advantage"])
+        repair = group.rgr
+        if repair is not None and repair.triggered:
+            total += abs(repair.advantage)
+            failed += abs(repair.advantage)
     return failed / total if total else 0.0
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from analysis_app import data, figures, tables, view
+from care.runlog import GroupRecord, RgrRecord, SampleRecord
 
 MAX_TEXT = 4000
 
@@ -23,11 +24,11 @@ def _text(value: Any) -> str:
 
 def _show_prompt(
     config: dict[str, Any],
-    group: dict[str, Any],
+    group: GroupRecord,
     question: str | None,
-    logged_answers: list[Any] | None = None,
+    logged_answers: tuple[str, ...] = (),
 ) -> None:
-    example, problem = data.find_example(config, group.get("prompt_id"))
+    example, problem = data.find_example(config, group.prompt_id)
     image_column, text_column = st.columns([1, 2])
     with image_column:
         if example is None:
@@ -39,11 +40,11 @@ def _show_prompt(
                 images = []
                 st.caption(f"Prompt image not readable: {error}")
             for image in images:
-                st.image(image, caption=str(group.get("prompt_id")), width=240)
+                st.image(image, caption=str(group.prompt_id), width=240)
             if not images and example is not None and not example.images:
                 st.caption("This prompt has no image.")
     with text_column:
-        st.markdown(f"**Prompt** `{group.get('prompt_id')}`")
+        st.markdown(f"**Prompt** `{group.prompt_id}`")
         shown = question or (example.question if example is not None else None)
         st.markdown(shown if shown else "_question not logged_")
         if example is not None:
@@ -61,55 +62,52 @@ def _show_prompt(
             st.markdown(f"**Gold answer:** {', '.join(f'`{a}`' for a in logged_answers)}")
 
 
-def _is_repair(sample: dict[str, Any]) -> bool:
-    source = sample.get("reflected_from")
-    return isinstance(source, int) and source >= 0
-
-
-def _response_of(samples: list[dict[str, Any]], group_id: int, index: int) -> dict[str, Any] | None:
+def _response_of(
+    samples: list[SampleRecord], group_id: int, index: int | None
+) -> SampleRecord | None:
     for sample in samples:
-        if (
-            sample.get("group_id") == group_id
-            and sample.get("index") == index
-            and not _is_repair(sample)
-        ):
+        if sample.group_id == group_id and sample.index == index and not sample.is_repair:
             return sample
     return None
 
 
-def _show_rgr(group: dict[str, Any], samples: list[dict[str, Any]]) -> None:
-    repair = group.get("rgr")
+def _number(value: float | None, pattern: str) -> str:
+    return "unknown" if value is None else format(value, pattern)
+
+
+def _show_rgr(group: GroupRecord, samples: list[SampleRecord]) -> None:
+    repair = group.rgr
     st.subheader("RGR repair")
     if repair is None:
         st.caption(
             "Not computed: the run was imported from a rollout dump."
-            if group.get("not_computed")
+            if group.not_computed
             else "RGR is switched off for this run."
         )
         return
-    if not repair.get("triggered"):
+    if not repair.triggered:
         st.caption(
             "No repair for this group (it needs a correct anchor and at least one hard negative)."
         )
         return
-    outcome = "passed ✅" if repair.get("passed") else "failed ❌"
+    outcome = "passed ✅" if repair.passed else "failed ❌"
     st.markdown(
-        f"Repaired rollout **#{repair.get('source_index')}** ({repair.get('source_len')} tokens) "
-        f"with a {repair.get('repair_len')}-token continuation: **{outcome}**"
+        f"Repaired rollout **#{repair.source_index}** ({repair.source_len} tokens) "
+        f"with a {repair.repair_len}-token continuation: **{outcome}** (reward "
+        f"{_number(repair.reward, 'g')}, advantage {_number(repair.advantage, '+.3f')})"
     )
-    repaired = [s for s in samples if s.get("group_id") == group.get("group_id") and _is_repair(s)]
-    before = _response_of(samples, group.get("group_id"), repair.get("source_index"))
+    repaired = [s for s in samples if s.group_id == group.group_id and s.is_repair]
+    before = _response_of(samples, group.group_id, repair.source_index)
     before_column, after_column = st.columns(2)
     with before_column:
         st.markdown("**Before: the failed response**")
-        st.code(_text(before.get("response")) if before else "(sample not logged)", language=None)
+        st.code(_text(before.response) if before else "(sample not logged)", language=None)
     with after_column:
         st.markdown("**After: repair prefix + continuation**")
         if repaired:
             sample = repaired[0]
-            st.code(_text(sample.get("repair_prefix")), language=None)
-            st.code(_text(sample.get("response")), language=None)
-            st.caption(f"reward {sample.get('reward')}, advantage {sample.get('advantage')}")
+            st.code(_text(sample.repair_prefix), language=None)
+            st.code(_text(sample.response), language=None)
         else:
             st.code("(repair sample not logged at this step)", language=None)
 
@@ -151,35 +149,29 @@ def body() -> None:
 
     st.markdown(f"**Groups of step {step}**")
     view.show_table(tables.step_groups_table(step_groups), hide_index=True)
-    group_ids = [int(g["group_id"]) for g in step_groups]
+    group_ids = [g.group_id for g in step_groups]
     group_id = view.choose_int("Group", group_ids, param="group")
-    group = next(g for g in step_groups if int(g["group_id"]) == group_id)
+    group = next(g for g in step_groups if g.group_id == group_id)
     if not samples:
         st.caption(f"No rollout texts were logged at step {step} (only the CARE bookkeeping).")
 
-    question = next(
-        (s.get("question") for s in samples if s.get("group_id") == group_id and s.get("question")),
-        None,
-    )
-    answers = next(
-        (s.get("answers") for s in samples if s.get("group_id") == group_id and s.get("answers")),
-        None,
-    )
+    question = next((s.question for s in samples if s.group_id == group_id and s.question), None)
+    answers = next((s.answers for s in samples if s.group_id == group_id and s.answers), ())
     _show_prompt(data.load_config(run_dir), group, question, answers)
 
     rollouts = tables.group_rollouts_table(group, samples)
     facts = st.columns(4)
-    facts[0].metric("correct / G", f"{group.get('n_correct')} / {group.get('G')}")
-    missing = set(group.get("not_computed") or ())
+    facts[0].metric("correct / G", f"{group.n_correct} / {group.G}")
+    missing = set(group.not_computed)
     facts[1].metric(
         "K' (negatives used)",
-        "not computed" if "hard_negatives" in missing else group.get("k_prime", 0),
+        "not computed" if "hard_negatives" in missing else group.k_prime,
     )
     facts[2].metric(
         "rescued",
-        "not computed" if "rescue" in missing else ("yes" if group.get("rescued") else "no"),
+        "not computed" if "rescue" in missing else ("yes" if group.rescued else "no"),
     )
-    facts[3].metric("RGR", "not computed" if missing else _rgr_label(group.get("rgr")))
+    facts[3].metric("RGR", "not computed" if missing else _rgr_label(group.rgr))
 
     st.subheader("Rollouts")
     st.caption(
@@ -193,47 +185,47 @@ def body() -> None:
     )
     st.plotly_chart(figures.group_advantages_figure(rollouts), theme=None)
 
-    anchor = group.get("pseudo_anchor") if group.get("rescued") else group.get("anchor_index")
-    if group.get("rescued"):
+    anchor = group.pseudo_anchor if group.rescued else group.anchor_index
+    if group.rescued:
         st.subheader("All-negative rescue")
         st.markdown(
             f"No rollout was correct, so the failure with the highest old-policy log-probability, "
             f"**#{anchor}**, became the pseudo-anchor; the other failures nearest to it are "
             "pushed down."
         )
-    elif group.get("rescue_impossible"):
+    elif group.rescue_impossible:
         st.warning("Rescue was wanted but impossible (no pseudo-negative): all advantages are 0.")
     if anchor is not None:
-        label = "Pseudo-anchor" if group.get("rescued") else "Anchor"
+        label = "Pseudo-anchor" if group.rescued else "Anchor"
         sample = _response_of(samples, group_id, anchor)
         st.markdown(f"**{label} response (#{anchor})**")
-        st.code(_text(sample.get("response")) if sample else "(sample not logged)", language=None)
+        st.code(_text(sample.response) if sample else "(sample not logged)", language=None)
     elif missing:
         st.caption("No anchor: CARE's anchor and negatives are not computed for an imported run.")
-    elif not group.get("rescued"):
+    elif group.G and group.n_correct == group.G:
+        st.caption("This group has no anchor: every rollout is correct, so none is contrasted.")
+    elif not group.rescued:
         st.caption("This group has no anchor (no correct rollout and no rescue).")
-    negatives = group.get("hard_negatives") or []
-    if negatives:
+    if group.hard_negatives:
         st.markdown("**Chosen negatives**")
-        for rank, negative in enumerate(negatives, start=1):
-            sample = _response_of(samples, group_id, negative.get("index"))
-            advantage = rollouts.loc[rollouts["rollout"] == negative.get("index"), "advantage"]
+        for rank, negative in enumerate(group.hard_negatives, start=1):
+            sample = _response_of(samples, group_id, negative.index)
             st.markdown(
-                f"{rank}. rollout **#{negative.get('index')}**, distance "
-                f"**{negative.get('distance', float('nan')):.3f}**, advantage "
-                f"**{float(advantage.iloc[0]) if len(advantage) else float('nan'):+.3f}**"
+                f"{rank}. rollout **#{negative.index}**, distance "
+                f"**{_number(negative.distance, '.3f')}**, advantage "
+                f"**{_number(group.advantages[negative.index], '+.3f')}**"
             )
             if sample:
-                st.code(_text(sample.get("response")), language=None)
+                st.code(_text(sample.response), language=None)
     _show_rgr(group, samples)
 
 
-def _rgr_label(repair: dict[str, Any] | None) -> str:
+def _rgr_label(repair: RgrRecord | None) -> str:
     if repair is None:
         return "off"
-    if not repair.get("triggered"):
+    if not repair.triggered:
         return "not triggered"
-    return "passed" if repair.get("passed") else "failed"
+    return "passed" if repair.passed else "failed"
 
 
 view.run_page("Hard negatives", body)

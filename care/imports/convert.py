@@ -40,7 +40,7 @@ import torch
 from care.algo.grpo import grpo_advantages
 from care.imports.sources import Rollout, StepRollouts
 from care.metrics.signal import step_signal_metrics
-from care.runlog import IMPORT_FILE, RunWriter
+from care.runlog import IMPORT_FILE, GroupRecord, RunWriter, SampleRecord, to_json_value
 from care.verify import Verdict, score
 
 CORRECT_SOURCES = ("given", "verifier", "reward")
@@ -255,40 +255,41 @@ def step_record(analysis: StepAnalysis) -> dict[str, Any]:
     }
 
 
-def group_record(analysis: StepAnalysis, group_id: int) -> dict[str, Any]:
+def group_record(analysis: StepAnalysis, group_id: int) -> GroupRecord:
     """The groups.jsonl record of one imported group, in the trainer's fields.
 
     Anchors, hard negatives, rescue and RGR are CARE's own steps: the group gets the values a
     GRPO run of the trainer logs (no anchor, no negatives, rgr null) and ``not_computed``
     saying which of them a dump cannot give.
 
-    Example: group 0 with scores [1, 0, 0, 0] -> ``{"group_id": 0, "prompt_id": "3f2a…",
-    "G": 4, "n_correct": 1, "advantages": [1.5, -0.5, -0.5, -0.5], "correct_source":
-    "reward", "not_computed": ["hard_negatives", "rescue"], ...}``.
+    Example: group 0 with scores [1, 0, 0, 0] -> ``GroupRecord(group_id=0, prompt_id="3f2a…",
+    G=4, n_correct=1, advantages=(1.5, -0.5, -0.5, -0.5), correct_source="reward",
+    not_computed=("hard_negatives", "rescue"), ...)``.
     """
     members = analysis.groups[group_id]
     sources = {analysis.correct_source[i] for i in members}
-    return {
-        "group_id": group_id,
-        "prompt_id": analysis.rollouts[members[0]].prompt_id,
-        "G": len(members),
-        "n_correct": sum(analysis.correct[i] for i in members),
-        "anchor_index": None,
-        "hard_negatives": [],
-        "k_prime": 0,
-        "rescued": False,
-        "pseudo_anchor": None,
-        "rescue_impossible": False,
-        "rgr": None,
-        "advantages": [analysis.advantages[i] for i in members],
-        "rewards": [analysis.rollouts[i].reward for i in members],
-        "correct": [analysis.correct[i] for i in members],
-        "correct_source": sources.pop() if len(sources) == 1 else "mixed",
-        "not_computed": list(NOT_COMPUTED),
-    }
+    return GroupRecord(
+        step=analysis.step,
+        group_id=group_id,
+        prompt_id=analysis.rollouts[members[0]].prompt_id,
+        G=len(members),
+        n_correct=sum(analysis.correct[i] for i in members),
+        anchor_index=None,
+        hard_negatives=(),
+        k_prime=0,
+        rescued=False,
+        pseudo_anchor=None,
+        rescue_impossible=False,
+        rgr=None,
+        advantages=[analysis.advantages[i] for i in members],
+        rewards=[analysis.rollouts[i].reward for i in members],
+        correct=[analysis.correct[i] for i in members],
+        correct_source=sources.pop() if len(sources) == 1 else "mixed",
+        not_computed=NOT_COMPUTED,
+    )
 
 
-def sample_record(analysis: StepAnalysis, row: int) -> dict[str, Any]:
+def sample_record(analysis: StepAnalysis, row: int) -> SampleRecord:
     """The sample-file record of one imported rollout.
 
     Beyond the trainer's fields: ``correct_source``, the gold ``answers``, this suite's
@@ -297,22 +298,23 @@ def sample_record(analysis: StepAnalysis, row: int) -> dict[str, Any]:
     """
     rollout = analysis.rollouts[row]
     verdict = analysis.verdicts[row]
-    return {
-        "group_id": analysis.group_of[row],
-        "index": analysis.index_in_group[row],
-        "prompt_id": rollout.prompt_id,
-        "question": rollout.prompt,
-        "response": rollout.response,
-        "reward": rollout.reward,
-        "correct": analysis.correct[row],
-        "correct_source": analysis.correct_source[row],
-        "advantage": analysis.advantages[row],
-        "answers": list(rollout.answers),
-        "verifier_correct": verdict.acc if verdict is not None else None,
-        "extracted": verdict.extracted if verdict is not None else None,
-        "source_line": rollout.where,
-        "dump": rollout.extra,
-    }
+    return SampleRecord(
+        step=analysis.step,
+        group_id=analysis.group_of[row],
+        index=analysis.index_in_group[row],
+        prompt_id=rollout.prompt_id,
+        question=rollout.prompt,
+        response=rollout.response,
+        reward=rollout.reward,
+        correct=analysis.correct[row],
+        correct_source=analysis.correct_source[row],
+        advantage=analysis.advantages[row],
+        answers=tuple(rollout.answers),
+        verifier_correct=verdict.acc if verdict is not None else None,
+        extracted=verdict.extracted if verdict is not None else None,
+        source_line=rollout.where,
+        dump=to_json_value(rollout.extra, f"{rollout.where}: dump"),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,17 @@ from care.runlog.layout import (
     list_runs,
     sample_file,
 )
-from care.runlog.reader import JsonlResult, RunReader, read_jsonl, read_meta
+from care.runlog.reader import JsonlResult, RunReader, read_jsonl, read_meta, run_schema_version
+from care.runlog.records import (
+    GroupRecord,
+    HardNegative,
+    RecordError,
+    RgrRecord,
+    SampleRecord,
+    StepRecord,
+    json_parser,
+    migrate_json,
+)
 from care.runlog.values import to_json_value
 from care.runlog.writer import RunObserver, RunWriter
 
@@ -32,17 +42,26 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEPS_FILE",
     "TRACKERS_DIR",
+    "GroupRecord",
+    "HardNegative",
     "JsonlResult",
+    "RecordError",
+    "RgrRecord",
     "RunExistsError",
     "RunLogError",
     "RunObserver",
     "RunReader",
     "RunWriter",
+    "SampleRecord",
+    "StepRecord",
     "StepIndex",
+    "json_parser",
     "list_runs",
+    "migrate_json",
     "read_jsonl",
     "read_meta",
     "read_table",
+    "run_schema_version",
     "sample_file",
     "to_json_value",
 ]

@@ -20,12 +20,14 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from care.runlog.layout import RunLogError
 from care.runlog.reader import parse_record
+from care.runlog.records import RecordError
 
 _STEP_PREFIX = b'{"step":'
 
@@ -107,7 +109,9 @@ class StepIndex:
     """The records of a JSON-lines file by step, each step parsed on first request.
 
     Build one with `StepIndex.open(path)`. A step whose records appear in two separate blocks
-    (a hand-merged log; the writer never does this) keeps its last block.
+    (a hand-merged log; the writer never does this) keeps its last block. With ``convert``
+    (e.g. ``care.runlog.json_parser("group", version)``) each parsed record is turned into its
+    typed record when its step is parsed; a line it refuses (RecordError) becomes a warning.
 
     Attributes:
         path: the file.
@@ -120,6 +124,8 @@ class StepIndex:
         groups = StepIndex.open("runs/a/groups.jsonl")
         groups.steps            # [1, 2, ..., 200]
         groups.of_step(200)     # the 512 group records of step 200, parsed now
+        typed = StepIndex.open("runs/a/groups.jsonl", convert=json_parser("group"))
+        typed.of_step(200)[0].anchor_index
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class StepIndex:
         warnings: list[str],
         truncated_tail: bool,
         int_field: str,
+        convert: Callable[[Any], Any] | None = None,
     ) -> None:
         self.path = path
         self.warnings = warnings
@@ -139,12 +146,18 @@ class StepIndex:
         self._starts, self._ends = bounds  # byte offsets of each line, int64 [lines]
         self._blocks = blocks  # step -> line numbers (0-based), int64 [records of the step]
         self._int_field = int_field
+        self._convert = convert
         self._parsed: dict[int, list[dict[str, Any]]] = {}
         # Streamlit serves sessions from threads that share the cached index.
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], int_field: str = "step") -> StepIndex:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        int_field: str = "step",
+        convert: Callable[[Any], Any] | None = None,
+    ) -> StepIndex:
         """Index `path` by its records' `int_field` (an empty index for an empty file).
 
         The lines and their leading steps are found with numpy over the file's bytes, so
@@ -188,15 +201,20 @@ class StepIndex:
         for first, stop in zip([0, *cuts], [*cuts, numbers.size], strict=True):
             if stop > first:
                 blocks[int(kept_steps[first])] = numbers[first:stop]
-        return cls(path, data, (starts, ends), blocks, warnings, truncated_tail, int_field)
+        return cls(path, data, (starts, ends), blocks, warnings, truncated_tail, int_field, convert)
 
     @classmethod
-    def empty(cls, path: str | os.PathLike[str], int_field: str = "step") -> StepIndex:
+    def empty(
+        cls,
+        path: str | os.PathLike[str],
+        int_field: str = "step",
+        convert: Callable[[Any], Any] | None = None,
+    ) -> StepIndex:
         """An index with no records (a run that logged no such file, e.g. an SFT run)."""
         import numpy as np
 
         nothing = np.zeros(0, dtype=np.int64)
-        return cls(Path(path), b"", (nothing, nothing), {}, [], False, int_field)
+        return cls(Path(path), b"", (nothing, nothing), {}, [], False, int_field, convert)
 
     @property
     def steps(self) -> list[int]:
@@ -231,6 +249,11 @@ class StepIndex:
         except UnicodeDecodeError:
             return None, "invalid UTF-8"
         record, problem, _ = parse_record(text, self._int_field)
+        if problem is None and self._convert is not None:
+            try:
+                record = self._convert(record)
+            except RecordError as error:
+                return None, error.detail
         return record, problem
 
 

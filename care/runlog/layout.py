@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the run-folder format this code writes; readers accept this version and older."""
 
 CONFIG_FILE = "config.yaml"

@@ -6,6 +6,7 @@ import gc
 import json
 import json.scanner
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,13 @@ from care.runlog.layout import (
     RunLogError,
     sample_file,
     sample_step_of,
+)
+from care.runlog.records import (
+    GroupRecord,
+    RecordError,
+    SampleRecord,
+    json_parser,
+    note_migration,
 )
 
 # The decoder's value scanner, called directly: it skips json.loads' per-call type and whitespace
@@ -94,6 +102,7 @@ def _scan(
     on_corrupt: str,
     require_int_field: str | None,
     keep_raw: bool,
+    convert: Callable[[Any], Any] | None = None,
 ) -> _ScannedLines:
     _check_on_corrupt(on_corrupt)
     try:
@@ -109,7 +118,7 @@ def _scan(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _parse_lines(path, data, on_corrupt, require_int_field, keep_raw)
+        return _parse_lines(path, data, on_corrupt, require_int_field, keep_raw, convert)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -152,6 +161,7 @@ def _parse_lines(
     on_corrupt: str,
     require_int_field: str | None,
     keep_raw: bool,
+    convert: Callable[[Any], Any] | None = None,
 ) -> _ScannedLines:
     lines = _split_lines(data)
     # After split, the last element is "" when the file ends with a newline; anything else there
@@ -169,6 +179,11 @@ def _parse_lines(
             continue
         else:
             record, problem, parsed = parse_record(line, require_int_field)
+            if problem is None and convert is not None:
+                try:
+                    record = convert(record)
+                except RecordError as error:
+                    problem = error.detail
         if problem is None:
             records.append(record)
             if keep_raw:
@@ -191,6 +206,7 @@ def read_jsonl(
     on_corrupt: OnCorrupt = "raise",
     *,
     require_int_field: str | None = None,
+    convert: Callable[[Any], Any] | None = None,
 ) -> JsonlResult:
     """All JSON objects of a JSON-lines file.
 
@@ -198,22 +214,30 @@ def read_jsonl(
     flagged, never an error. A last line without newline that parses is a complete record and is
     kept. Blank lines are ignored. Any other bad line (not JSON, not an object, invalid UTF-8, or
     lacking an int `require_int_field`) raises RunLogError "<path>:<line>: <problem>" in "raise"
-    mode, or is skipped and described in `warnings` in "warn" mode.
+    mode, or is skipped and described in `warnings` in "warn" mode. With `convert` (e.g.
+    ``json_parser("sample")``) each object is replaced by what it returns; a RecordError it
+    raises makes the line a bad line, described with the record kind and field.
 
     Example: a file holding ``{"step": 1}\\n{"step": 2}\\n{"st`` ->
     ``JsonlResult(records=[{"step": 1}, {"step": 2}], warnings=[], truncated_tail=True)``.
     """
-    scanned = _scan(Path(path), on_corrupt, require_int_field, keep_raw=False)
+    scanned = _scan(Path(path), on_corrupt, require_int_field, keep_raw=False, convert=convert)
     return JsonlResult(scanned.records, scanned.warnings, scanned.truncated_tail)
 
 
 class RunReader:
     """Read-only view of one run folder; each file is parsed once, on first access.
 
+    Group and sample lines are parsed into `GroupRecord` and `SampleRecord` (a line that is not
+    a well-formed record is a corrupt line: "<file>:<line>: group record: field ...");
+    step lines stay dicts, checked to be well-formed step records. A run of an older schema
+    version is migrated while it is read (logged once per folder, see `note_migration`).
+
     Example::
 
         run = RunReader("runs/care_qwen2vl_seed0")
         accuracy = [record["acc/mean"] for record in run.steps]
+        run.groups[0].anchor_index
         run.samples(12)  # rollouts of step 12, [] when none were logged
     """
 
@@ -224,7 +248,7 @@ class RunReader:
             raise RunLogError(f"{self.run_dir}: run folder does not exist")
         self.on_corrupt: OnCorrupt = on_corrupt
         self._warnings: list[str] = []
-        self._samples: dict[int, list[dict[str, Any]]] = {}
+        self._samples: dict[int, list[SampleRecord]] = {}
 
     @property
     def warnings(self) -> list[str]:
@@ -250,14 +274,20 @@ class RunReader:
         return read_meta(self.run_dir)
 
     @cached_property
-    def steps(self) -> list[dict[str, Any]]:
-        """One record per training step, in the order written."""
-        return self._read_optional(self.run_dir / STEPS_FILE)
+    def schema_version(self) -> int:
+        """The schema version the run was written with (this code's when meta.json is absent,
+        as in a folder holding only logs)."""
+        return run_schema_version(self.run_dir)
 
     @cached_property
-    def groups(self) -> list[dict[str, Any]]:
+    def steps(self) -> list[dict[str, Any]]:
+        """One record per training step, in the order written: ``{"step", "time", **metrics}``."""
+        return self._read_optional(self.run_dir / STEPS_FILE, "step")
+
+    @cached_property
+    def groups(self) -> list[GroupRecord]:
         """One record per prompt group per step; [] when the run logged none."""
-        return self._read_optional(self.run_dir / GROUPS_FILE)
+        return self._read_optional(self.run_dir / GROUPS_FILE, "group")
 
     @cached_property
     def sample_steps(self) -> list[int]:
@@ -268,20 +298,41 @@ class RunReader:
         steps = (sample_step_of(path) for path in folder.iterdir())
         return sorted(step for step in steps if step is not None)
 
-    def samples(self, step: int) -> list[dict[str, Any]]:
+    def samples(self, step: int) -> list[SampleRecord]:
         """Rollout records of `step`; [] when that step has no sample file."""
         if type(step) is not int:
             raise ValueError(f"step must be an int, got {step!r}")
         if step not in self._samples:
-            self._samples[step] = self._read_optional(sample_file(self.run_dir, step))
+            self._samples[step] = self._read_optional(sample_file(self.run_dir, step), "sample")
         return self._samples[step]
 
-    def _read_optional(self, path: Path) -> list[dict[str, Any]]:
+    def _read_optional(self, path: Path, kind: str) -> list[Any]:
         if not path.is_file():
             return []
-        result = read_jsonl(path, self.on_corrupt, require_int_field="step")
-        self._warnings.extend(result.warnings)
-        return result.records
+        scanned = _scan(
+            path,
+            self.on_corrupt,
+            "step",
+            keep_raw=False,
+            convert=json_parser(kind, self.schema_version),
+        )
+        self._warnings.extend(scanned.warnings)
+        return scanned.records
+
+
+def run_schema_version(run_dir: str | os.PathLike[str]) -> int:
+    """The schema version of `run_dir` from its meta.json (checked by `read_meta`); this code's
+    version when there is no meta.json. An older version is logged once per folder, since the
+    caller is about to read the run through the migration.
+
+    Example: ``run_schema_version("runs/a")`` -> ``2``.
+    """
+    if not (Path(run_dir) / META_FILE).is_file():
+        return SCHEMA_VERSION
+    version = read_meta(run_dir)["schema_version"]
+    if version < SCHEMA_VERSION:
+        note_migration(run_dir, version)
+    return version
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import yaml
 
@@ -47,6 +47,7 @@ from care.runlog.layout import (
     sample_step_of,
 )
 from care.runlog.reader import _scan, read_meta
+from care.runlog.records import GroupRecord, RecordError, SampleRecord, StepRecord
 from care.runlog.values import encode_line, to_json_value
 
 _RESERVED_STEP_KEYS = ("step", "time")
@@ -55,9 +56,10 @@ _FINAL_STATUSES = ("finished", "crashed")
 
 class RunObserver(Protocol):
     """Told about each record once it is on disk; the tracker mirrors are observers
-    (`care.train.trackers`). Records arrive as written: JSON values, "step" first."""
+    (`care.train.trackers`). Group records arrive as the checked `GroupRecord`s whose lines
+    were written; a step record as its line's JSON object, "step" first."""
 
-    def on_groups(self, step: int, records: list[dict[str, Any]]) -> None: ...
+    def on_groups(self, step: int, records: list[GroupRecord]) -> None: ...
 
     def on_step(self, step: int, record: dict[str, Any]) -> None: ...
 
@@ -134,6 +136,26 @@ def _record_for_step(step: int, record: Any, what: str) -> dict[str, Any]:
                 f"{what}: field 'step' is {carried!r} but the records are logged for step {step}"
             )
     return {"step": step, **converted}
+
+
+_Typed = TypeVar("_Typed", GroupRecord, SampleRecord)
+
+
+def _typed_record(step: int, record: Any, record_type: type[_Typed], what: str) -> _Typed:
+    """`record` as a checked `record_type` of `step`: a typed record is taken as it is (its step
+    must be `step`), a dict is converted and checked field by field (RecordError names the
+    field)."""
+    if isinstance(record, record_type):
+        if record.step != step:
+            raise ValueError(
+                f"{what}: field 'step' is {record.step} but the records are logged for step {step}"
+            )
+        return record
+    if isinstance(record, (GroupRecord, SampleRecord, StepRecord)):
+        raise ValueError(
+            f"{what} must be a {record_type.__name__} or a dict, got a {type(record).__name__}"
+        )
+    return record_type.from_json(_record_for_step(step, record, what), where=what)
 
 
 def _cut_after(path: Path, last_step: int) -> list[dict[str, Any]]:
@@ -361,12 +383,6 @@ class RunWriter:
                     f"{what}: metrics must not contain the key {reserved!r}; the writer sets it"
                 )
         converted = to_json_value(metrics, f"{what} metrics")
-        for key, value in converted.items():
-            if isinstance(value, (list, dict)):
-                raise ValueError(
-                    f"{what}: metric {key!r} is a {type(value).__name__}; "
-                    "step metrics must be scalars (log per-group vectors with log_groups)"
-                )
         if timestamp is None:
             timestamp = time.time()
         elif (
@@ -375,32 +391,43 @@ class RunWriter:
             or not math.isfinite(timestamp)
         ):
             raise ValueError(f"{what}: timestamp must be a finite number, got {timestamp!r}")
-        record = {"step": step, "time": float(timestamp), **converted}
+        try:
+            typed = StepRecord(step, float(timestamp), converted)
+        except RecordError as error:
+            raise error.located(what) from None
+        record = typed.to_json()
         self._append(self._steps_file, encode_line(record))
         self._last_step = step
         for observer in self._observers:
             observer.on_step(step, record)
 
-    def log_groups(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append one groups.jsonl line per prompt-group record of `step` (fields: docs/run_format.md).
+    def log_groups(self, step: int, records: Sequence[GroupRecord | Mapping[str, Any]]) -> None:
+        """Append one groups.jsonl line per prompt-group record of `step` (docs/run_format.md).
 
-        Each record gets "step" as its first field; a "step" it already has must equal `step`.
+        Each record is a `GroupRecord` of `step` or a dict of its fields (the "step" field may
+        be left out; one it has must equal `step`). Every record is checked before any is
+        written: a malformed one raises RecordError (a ValueError) naming the record and field,
+        and nothing of the call reaches the file.
         """
         self._check_open()
         what = f"log_groups(step={step})"
         _check_step(step, what)
-        converted = self._convert_records(step, records, what)
-        for record in converted:
-            self._append(self._groups_file, encode_line(record))
+        typed = self._typed_records(step, records, GroupRecord, what)
+        for record in typed:
+            self._append(self._groups_file, encode_line(record.to_json()))
         for observer in self._observers:
-            observer.on_groups(step, converted)
+            observer.on_groups(step, typed)
 
-    def log_samples(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append rollout records of `step` to samples/step_<step:08d>.jsonl, one line each."""
+    def log_samples(self, step: int, records: Sequence[SampleRecord | Mapping[str, Any]]) -> None:
+        """Append rollout records of `step` to samples/step_<step:08d>.jsonl, one line each.
+
+        Records are `SampleRecord`s or dicts of their fields, checked as in `log_groups`.
+        """
         self._check_open()
         what = f"log_samples(step={step})"
         _check_step(step, what)
-        lines = [encode_line(record) for record in self._convert_records(step, records, what)]
+        typed = self._typed_records(step, records, SampleRecord, what)
+        lines = [encode_line(record.to_json()) for record in typed]
         if not lines:
             return
         path = sample_file(self.run_dir, step)
@@ -444,13 +471,16 @@ class RunWriter:
             raise RunLogError(f"{self.run_dir}: the writer is finished; use RunWriter.resume")
 
     @staticmethod
-    def _convert_records(step: int, records: Any, what: str) -> list[dict[str, Any]]:
+    def _typed_records(
+        step: int, records: Any, record_type: type[_Typed], what: str
+    ) -> list[_Typed]:
         if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Sequence):
             raise ValueError(
-                f"{what}: records must be a list of dicts, got {type(records).__name__}"
+                f"{what}: records must be a list of {record_type.__name__}s or dicts, "
+                f"got {type(records).__name__}"
             )
         return [
-            _record_for_step(step, record, f"{what} record {index}")
+            _typed_record(step, record, record_type, f"{what} record {index}")
             for index, record in enumerate(records)
         ]
 

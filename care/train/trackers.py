@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from care.runlog import TRACKERS_DIR
+from care.runlog import TRACKERS_DIR, GroupRecord
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def _missing_extra(tracker: str, error: ImportError) -> TrackerError:
     )
 
 
-def group_type_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """How many of a step's groups.jsonl records are all correct, all wrong or mixed.
+def group_type_counts(records: Sequence[GroupRecord]) -> dict[str, float]:
+    """How many of a step's group records are all correct, all wrong or mixed.
 
     A group is typed by its ordinary rollouts (``n_correct`` of ``G``), as
     `care.metrics.signal.group_type_fractions` types them.
@@ -93,10 +93,9 @@ def group_type_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """
     all_correct = all_wrong = mixed = 0
     for record in records:
-        size, correct = int(record.get("G") or 0), int(record.get("n_correct") or 0)
-        if correct == 0:
+        if record.n_correct == 0:
             all_wrong += 1
-        elif correct == size:
+        elif record.n_correct == record.G:
             all_correct += 1
         else:
             mixed += 1
@@ -320,7 +319,7 @@ class TrackerMirror:
         self._counted_step: int | None = None
         self._reported_left_out: set[str] = set()
 
-    def on_groups(self, step: int, records: list[dict[str, Any]]) -> None:
+    def on_groups(self, step: int, records: list[GroupRecord]) -> None:
         counts = group_type_counts(records)
         if self._counted_step == step:  # a step's groups may arrive in several calls
             counts = {key: self._counts[key] + value for key, value in counts.items()}

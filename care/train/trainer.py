@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from care.metrics.signal import batch_summary, step_signal_metrics
 from care.models.policy import collate, policy_forward
 from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
-from care.runlog import RunWriter
+from care.runlog import GroupRecord, HardNegative, RgrRecord, RunWriter, SampleRecord
 from care.train import fsdp2, lockstep, update, validation
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
@@ -734,7 +735,7 @@ class Trainer:
         dapo_stats: dict[str, float],
     ) -> dict[str, float]:
         rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
-        payload = _row_payload(batch, result, self.rank, rgr_on)
+        payload = _row_payload(step, batch, result, self.rank, rgr_on)
         gathered = lockstep.gather_from_processes(payload, self.accelerator)
         metrics: dict[str, float] = {}
         if self.is_main:
@@ -796,9 +797,11 @@ def _load_split(paths: Sequence[str | Path], on_bad_row: str) -> tuple[list[Exam
 
 
 def _row_payload(
-    batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
+    step: int, batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
 ) -> dict[str, Any]:
-    """Everything the logs need about this process's rows, as plain Python data."""
+    """Everything the logs need about this process's rows: per-row lists for the step metrics,
+    and the step's typed group and sample records (``care.runlog.GroupRecord``/``SampleRecord``,
+    whose checks run here, so a malformed record stops the step before anything is written)."""
     care = result.care
     rows = batch.rows
     payload: dict[str, Any] = {
@@ -813,87 +816,93 @@ def _row_payload(
         "reward": [row.reward for row in rows],
         "response_len": [len(row.response_ids) for row in rows],
         "rescued": care.rescued.tolist() if care is not None else [False] * len(rows),
-        "groups": [],
-        "samples": [],
+        "groups": [
+            _group_record(step, batch, result, group, rgr_enabled)
+            for group in range(len(batch.examples))
+        ],
+        "samples": [
+            SampleRecord(
+                step=step,
+                group_id=row.group,
+                index=row.index_in_group,
+                prompt_id=batch.examples[row.group].id,
+                question=batch.examples[row.group].question,
+                response=row.text,
+                repair_prefix=row.prefix or None,
+                reflected_from=row.reflected_from,
+                reward=float(row.reward),
+                correct=bool(row.verdict.acc),
+                format=bool(row.verdict.fmt),
+                extracted=row.verdict.extracted,
+                advantage=float(result.advantages[i]),
+                finish_reason=row.finish_reason,
+            )
+            for i, row in enumerate(rows)
+        ],
     }
-    for group, example in enumerate(batch.examples):
-        members = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from < 0]
-        repair = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from >= 0]
-        record: dict[str, Any] = {
-            "group_id": group,
-            "prompt_id": example.id,
-            "G": len(members),
-            "n_correct": sum(bool(rows[i].verdict.acc) for i in members),
-            "anchor_index": None,
-            "hard_negatives": [],
-            "k_prime": 0,
-            "rescued": False,
-            "pseudo_anchor": None,
-            "rescue_impossible": False,
-            "rgr": None,
-            "advantages": [float(result.advantages[i]) for i in members],
-            "rewards": [rows[i].reward for i in members],
-            "correct": [bool(rows[i].verdict.acc) for i in members],
-        }
-        if care is not None:
-            position = {row_index: k for k, row_index in enumerate(members)}
-            anchors = [i for i in members if bool(care.is_anchor[i])]
-            rescued = bool(care.rescued[members[0]]) if members else False
-            picked = sorted(
-                (int(care.picked_rank[i]), i) for i in members if int(care.picked_rank[i]) >= 0
-            )
-            record.update(
-                anchor_index=position[anchors[0]] if anchors and not rescued else None,
-                hard_negatives=[
-                    {"index": position[i], "distance": float(care.anchor_distance[i])}
-                    for _, i in picked
-                ],
-                k_prime=int(care.k_prime[members[0]]) if members else 0,
-                rescued=rescued,
-                pseudo_anchor=position[anchors[0]] if anchors and rescued else None,
-                rescue_impossible=bool(care.rescue_impossible[members[0]]) if members else False,
-            )
-        if rgr_enabled and care is not None:
-            if repair:
-                r = repair[0]
-                source = rows[r].reflected_from
-                record["rgr"] = {
-                    "triggered": True,
-                    "passed": bool(rows[r].verdict.acc),
-                    "source_index": position[source],
-                    "source_len": len(rows[source].response_ids),
-                    "repair_len": len(rows[r].response_ids),
-                    "reward": rows[r].reward,
-                    "advantage": float(result.advantages[r]),
-                }
-            else:
-                record["rgr"] = {
-                    "triggered": False,
-                    "passed": None,
-                    "source_index": None,
-                    "source_len": None,
-                    "repair_len": None,
-                }
-        payload["groups"].append(record)
-    for i, row in enumerate(rows):
-        payload["samples"].append(
-            {
-                "group_id": row.group,
-                "index": row.index_in_group,
-                "prompt_id": batch.examples[row.group].id,
-                "question": batch.examples[row.group].question,
-                "response": row.text,
-                "repair_prefix": row.prefix or None,
-                "reflected_from": row.reflected_from,
-                "reward": row.reward,
-                "correct": bool(row.verdict.acc),
-                "format": bool(row.verdict.fmt),
-                "extracted": row.verdict.extracted,
-                "advantage": float(result.advantages[i]),
-                "finish_reason": row.finish_reason,
-            }
-        )
     return payload
+
+
+def _group_record(
+    step: int, batch: StepBatch, result: EstimatorResult, group: int, rgr_enabled: bool
+) -> GroupRecord:
+    """The groups.jsonl record of one prompt group of this process's batch."""
+    rows = batch.rows
+    care = result.care
+    members = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from < 0]
+    repair = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from >= 0]
+    position = {row_index: k for k, row_index in enumerate(members)}
+    fields: dict[str, Any] = {
+        "anchor_index": None,
+        "hard_negatives": (),
+        "k_prime": 0,
+        "rescued": False,
+        "pseudo_anchor": None,
+        "rescue_impossible": False,
+        "rgr": None,
+    }
+    if care is not None and members:
+        anchors = [i for i in members if bool(care.is_anchor[i])]
+        rescued = bool(care.rescued[members[0]])
+        picked = sorted(
+            (int(care.picked_rank[i]), i) for i in members if int(care.picked_rank[i]) >= 0
+        )
+        fields.update(
+            anchor_index=position[anchors[0]] if anchors and not rescued else None,
+            hard_negatives=tuple(
+                HardNegative(position[i], float(care.anchor_distance[i])) for _, i in picked
+            ),
+            k_prime=int(care.k_prime[members[0]]),
+            rescued=rescued,
+            pseudo_anchor=position[anchors[0]] if anchors and rescued else None,
+            rescue_impossible=bool(care.rescue_impossible[members[0]]),
+        )
+    if rgr_enabled and care is not None:
+        if repair:
+            r = repair[0]
+            source = rows[r].reflected_from
+            fields["rgr"] = RgrRecord(
+                triggered=True,
+                passed=bool(rows[r].verdict.acc),
+                source_index=position[source],
+                source_len=len(rows[source].response_ids),
+                repair_len=len(rows[r].response_ids),
+                reward=float(rows[r].reward),
+                advantage=float(result.advantages[r]),
+            )
+        else:
+            fields["rgr"] = RgrRecord(triggered=False)
+    return GroupRecord(
+        step=step,
+        group_id=group,
+        prompt_id=batch.examples[group].id,
+        G=len(members),
+        n_correct=sum(bool(rows[i].verdict.acc) for i in members),
+        advantages=[float(result.advantages[i]) for i in members],
+        rewards=[float(rows[i].reward) for i in members],
+        correct=[bool(rows[i].verdict.acc) for i in members],
+        **fields,
+    )
 
 
 def _merge_payloads(payloads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -911,8 +920,19 @@ def _merge_payloads(payloads: list[dict[str, Any]]) -> dict[str, Any]:
                 values = [g + group_offset for g in values]
             elif key == "reflected_from":
                 values = [r + row_offset if r >= 0 else -1 for r in values]
-            elif key in ("groups", "samples"):
-                values = [{**v, "group_id": v["group_id"] + group_offset} for v in values]
+            elif key == "groups":
+                values = [replace(v, group_id=v.group_id + group_offset) for v in values]
+            elif key == "samples":
+                values = [
+                    replace(
+                        v,
+                        group_id=v.group_id + group_offset,
+                        reflected_from=v.reflected_from + row_offset
+                        if v.reflected_from >= 0
+                        else -1,
+                    )
+                    for v in values
+                ]
             merged[key].extend(values)
         group_offset += n_groups
         row_offset += n_rows
