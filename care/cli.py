@@ -112,7 +112,13 @@ def sft(config: ConfigPath, overrides: Overrides = None) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path("runs"),
-    fast: Annotated[bool, typer.Option(help="A seconds-long version for tests.")] = False,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            help="A seconds-long run of the whole loop for tests: too small to learn, so its "
+            "accuracies say nothing about the method."
+        ),
+    ] = False,
     seeds: Annotated[
         str,
         typer.Option(
@@ -147,6 +153,12 @@ def demo(
         results = run_demo(out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo)
     typer.echo("")
     typer.echo(format_report(results))
+    if fast:
+        typer.echo(
+            "--fast checks the loop end to end on a few dozen rows and steps; it is too small "
+            "to learn. `care demo` (no --fast) is the run whose gains mean something."
+        )
+        typer.echo("")
     typer.echo("runs:")
     for result in results:
         for model in result.models:

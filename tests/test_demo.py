@@ -39,6 +39,7 @@ def test_fast_demo_trains_grpo_and_care_from_one_warm_start_per_seed(fast_demo):
     assert "across 2 seeds" in stdout
     assert stdout.count("CARE - GRPO (paired by item):") == 2
     assert stdout.count("blank-image check:") == 2
+    assert "--fast checks the loop end to end" in stdout  # nobody reads its numbers as results
 
 
 def test_fast_demo_summary_matches_the_harness_samples_and_the_paired_intervals(fast_demo):

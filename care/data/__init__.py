@@ -12,6 +12,7 @@ from care.data.dataset import (
     RowSource,
     infer_answer_type,
     load_examples,
+    load_split,
     normalise_choice_answer,
 )
 from care.data.sft import sft_target
@@ -44,6 +45,7 @@ __all__ = [
     "generate_split",
     "infer_answer_type",
     "load_examples",
+    "load_split",
     "normalise_choice_answer",
     "sft_target",
     "solution_for",

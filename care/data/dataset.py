@@ -509,3 +509,14 @@ def _open_rgb(image_source: ImageSource) -> Image.Image:
     stream = io.BytesIO(image_source) if isinstance(image_source, bytes) else image_source
     with Image.open(stream) as image:
         return image.convert("RGB")
+
+
+def load_split(paths: Sequence[str | Path], on_bad_row: str) -> tuple[list[Example], int]:
+    """The examples of ``paths`` in order, and how many bad rows ``on_bad_row: skip`` left out."""
+    examples: list[Example] = []
+    skipped = 0
+    for path in paths:
+        loaded = load_examples(path, on_bad_row=on_bad_row)
+        examples.extend(loaded.examples)
+        skipped += len(loaded.skipped)
+    return examples, skipped

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from care.models.vlm import save_policy
+from care.train import fsdp2
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
@@ -148,3 +149,27 @@ def save_model_files(
         return
     policy.save_pretrained(str(folder), state_dict=model_state)
     processor.save_pretrained(str(folder))
+
+
+def restore_training_state(
+    state: dict[str, Any],
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    sampler: Any,
+    accelerator: Any,
+) -> int:
+    """Put a checkpoint's optimizer, scheduler, prompt-sampler and RNG states back; returns its
+    step. Under FSDP2 the optimizer state was saved whole: the main process reads it and
+    broadcasts it, and each process keeps its shard."""
+    if accelerator.is_fsdp2:
+        is_main = accelerator.is_main_process
+        fsdp2.load_full_optimizer_state(
+            model, optimizer.optimizer, state["optimizer"] if is_main else None, is_main=is_main
+        )
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    restore_rng(state["rng"])
+    return int(state["step"])

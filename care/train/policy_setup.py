@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from care.config import ModelSection, RolloutSection, TrainConfig
+from care.data import Example
 from care.models.tokenizer import load_qwen2_5_tokenizer, train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, load_policy, pixel_budget, set_pixel_budget
+from care.prompts import protocol_texts
 from care.rollout.base import RolloutEngine
 from care.rollout.factory import make_engine as make_rollout_engine
 from care.rollout.factory import vllm_settings
@@ -31,6 +33,20 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
     return device
+
+
+def task_corpus(examples: Sequence[Example]) -> list[str]:
+    """Text the tiny tokenizer learns its merges from: the protocol's fixed text (system prompt,
+    tags, option layout, repair cue) and each example's question, options, answer and rationale
+    in the response layout. BPE keeps a merge only when its pair occurs at least twice, so the
+    protocol text is listed twice."""
+    texts = protocol_texts() * 2 + ["system\nuser\nassistant\n"] * 2  # the chat roles
+    for ex in examples:
+        texts.append(ex.question)
+        texts.extend(ex.choices or ())
+        solution = ex.extra.get("solution") if ex.extra else None
+        texts.append(f"<think>\n{solution or ''}\n</think>\n<answer>{ex.answer}</answer>")
+    return texts
 
 
 def build_or_load_policy(

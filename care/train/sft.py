@@ -20,9 +20,8 @@ from care.models.vlm import save_policy, stop_token_ids
 from care.prompts import build_messages, render_prompt
 from care.runlog import RunWriter
 from care.train.checkpoint import save_checkpoint
-from care.train.policy_setup import build_or_load_policy, resolve_device
+from care.train.policy_setup import build_or_load_policy, resolve_device, task_corpus
 from care.train.sampler import PromptSampler
-from care.train.trainer import task_corpus
 
 
 def run_sft(cfg: TrainConfig, *, progress: bool = True) -> Path:

@@ -34,11 +34,14 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from care.runlog import TRACKERS_DIR, GroupRecord
+from care.runlog import TRACKERS_DIR, GroupRecord, RunWriter
+
+if TYPE_CHECKING:
+    from care.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -426,3 +429,27 @@ def open_trackers(
             backend.close("crashed")
         raise
     return TrackerMirror(backends)
+
+
+def open_run_log(
+    cfg: TrainConfig, *, resumed_at: int | None, config_changes: Sequence[Mapping[str, Any]] = ()
+) -> RunWriter:
+    """The run folder's writer (a new run, or one resumed after step ``resumed_at`` with the
+    settings changed since its checkpoint recorded in meta.json), with the trackers of
+    ``train.loggers`` mirroring each step record once the folder has it (docs/trackers.md).
+    A tracker that cannot start marks the run crashed before the error propagates."""
+    if resumed_at is not None:
+        writer = RunWriter.resume(
+            cfg.run_dir, last_step=resumed_at, config_changes=list(config_changes)
+        )
+    else:
+        writer = RunWriter.create(cfg.run_dir, cfg.to_dict(), seed=cfg.run.seed)
+    try:
+        trackers = open_trackers(
+            cfg.train.loggers, cfg.run_dir, cfg.to_dict(), cfg.run.name, resumed_at=resumed_at
+        )
+    except BaseException:
+        writer.finish("crashed")
+        raise
+    writer.add_observer(trackers)
+    return writer

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,18 @@ from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_e
 from care.algo.spans import region_masks
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
 from care.config import ConfigChange, TrainConfig, resume_config_changes
-from care.data import Example, load_examples
-from care.metrics.signal import batch_summary, step_signal_metrics
+from care.data import Example, load_split
 from care.models.policy import collate, policy_forward
-from care.prompts import build_messages, build_repair_prefix, protocol_texts, render_prompt
+from care.prompts import build_messages, build_repair_prefix, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
-from care.runlog import GroupRecord, HardNegative, RgrRecord, RunWriter, SampleRecord
-from care.train import fsdp2, lockstep, update, validation
+from care.runlog import RunWriter
+from care.train import fsdp2, lockstep, step_log, update, validation
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
-    restore_rng,
     restore_saved_precision,
+    restore_training_state,
     save_checkpoint,
     save_model_files,
 )
@@ -50,30 +48,17 @@ from care.train.policy_setup import (
     make_accelerator,
     make_engine,
     make_optimizer,
+    task_corpus,
 )
 from care.train.prompt_budget import drop_over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
-from care.train.trackers import open_trackers, require_trackers
-from care.verify import Verdict, score, status_fractions
+from care.train.trackers import open_run_log, require_trackers
+from care.verify import Verdict, score
 from care.verify import reward as verdict_reward
 
 # The reference code decodes repairs with these (docs/algorithm.md section 4, algo.rgr.sampling: reference).
 _REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
-
-
-def task_corpus(examples: Sequence[Example]) -> list[str]:
-    """Text the tiny tokenizer learns its merges from: the protocol's fixed text (system prompt,
-    tags, option layout, repair cue) and each example's question, options, answer and rationale
-    in the response layout. BPE keeps a merge only when its pair occurs at least twice, so the
-    protocol text is listed twice."""
-    texts = protocol_texts() * 2 + ["system\nuser\nassistant\n"] * 2  # the chat roles
-    for ex in examples:
-        texts.append(ex.question)
-        texts.extend(ex.choices or ())
-        solution = ex.extra.get("solution") if ex.extra else None
-        texts.append(f"<think>\n{solution or ''}\n</think>\n<answer>{ex.answer}</answer>")
-    return texts
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -120,11 +105,11 @@ class Trainer:
         if not cfg.data.train_files:
             raise ValueError("data.train_files is empty: give at least one training file")
 
-        self.examples, self.skipped_rows = _load_split(cfg.data.train_files, cfg.data.on_bad_row)
+        self.examples, self.skipped_rows = load_split(cfg.data.train_files, cfg.data.on_bad_row)
         # Held-out files are checked now rather than hours into the run, when first evaluated;
         # the validation split is scored greedily every train.eval_every steps (val/acc).
-        self.test_examples, _ = _load_split(cfg.data.test_files, cfg.data.on_bad_row)
-        self.val_examples, _ = _load_split(cfg.data.val_files, cfg.data.on_bad_row)
+        self.test_examples, _ = load_split(cfg.data.test_files, cfg.data.on_bad_row)
+        self.val_examples, _ = load_split(cfg.data.val_files, cfg.data.on_bad_row)
         self._image_cache: dict[int, list[Any]] = {}
 
         device = self.accelerator.device
@@ -194,42 +179,16 @@ class Trainer:
         )
         self.start_step = 0
         if state is not None:
-            if self.accelerator.is_fsdp2:
-                # Saved whole (see save): the main process reads it and broadcasts it, and each
-                # process keeps its shard.
-                fsdp2.load_full_optimizer_state(
-                    self.model,
-                    self.optimizer.optimizer,
-                    state["optimizer"] if self.is_main else None,
-                    is_main=self.is_main,
-                )
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["sampler"])
-            restore_rng(state["rng"])
-            self.start_step = int(state["step"])
+            self.start_step = restore_training_state(
+                state, self.model, self.optimizer, self.scheduler, self.sampler, self.accelerator
+            )
         self.writer: RunWriter | None = None
         if self.is_main:
-            if resume_from is not None:
-                self.writer = RunWriter.resume(
-                    self.run_dir,
-                    last_step=self.start_step,
-                    config_changes=[c.record(self.start_step) for c in self.config_changes],
-                )
-            else:
-                self.writer = RunWriter.create(self.run_dir, cfg.to_dict(), seed=cfg.run.seed)
-            # Tracker mirrors see each step record once the run folder has it (docs/trackers.md).
-            resumed_at = self.start_step if resume_from is not None else None
-            try:
-                trackers = open_trackers(
-                    cfg.train.loggers, self.run_dir, cfg.to_dict(), cfg.run.name,
-                    resumed_at=resumed_at,
-                )  # fmt: skip
-            except BaseException:
-                self.writer.finish("crashed")
-                raise
-            self.writer.add_observer(trackers)
+            self.writer = open_run_log(
+                cfg,
+                resumed_at=self.start_step if resume_from is not None else None,
+                config_changes=[c.record(self.start_step) for c in self.config_changes],
+            )
         sync = torch.cuda.synchronize if device.type == "cuda" else None
         self.timer = PhaseTimer(sync)
 
@@ -735,13 +694,13 @@ class Trainer:
         dapo_stats: dict[str, float],
     ) -> dict[str, float]:
         rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
-        payload = _row_payload(step, batch, result, self.rank, rgr_on)
+        payload = step_log.row_payload(step, batch, result, self.rank, rgr_on)
         gathered = lockstep.gather_from_processes(payload, self.accelerator)
         metrics: dict[str, float] = {}
         if self.is_main:
-            merged = _merge_payloads(gathered)
+            merged = step_log.merge_payloads(gathered)
             metrics.update(
-                _step_metrics(
+                step_log.step_metrics(
                     merged, self.care_cfg.rescue_enable and self.estimator.needs_embeddings
                 )
             )
@@ -783,185 +742,3 @@ class Trainer:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers (pure functions of a step's rows)
-
-
-def _load_split(paths: Sequence[str | Path], on_bad_row: str) -> tuple[list[Example], int]:
-    """The examples of ``paths`` in order, and how many bad rows ``on_bad_row: skip`` left out."""
-    examples: list[Example] = []
-    skipped = 0
-    for path in paths:
-        loaded = load_examples(path, on_bad_row=on_bad_row)
-        examples.extend(loaded.examples)
-        skipped += len(loaded.skipped)
-    return examples, skipped
-
-
-def _row_payload(
-    step: int, batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
-) -> dict[str, Any]:
-    """Everything the logs need about this process's rows: per-row lists for the step metrics,
-    and the step's typed group and sample records (``care.runlog.GroupRecord``/``SampleRecord``,
-    whose checks run here, so a malformed record stops the step before anything is written)."""
-    care = result.care
-    rows = batch.rows
-    payload: dict[str, Any] = {
-        "rank": rank,
-        "group": [row.group for row in rows],
-        "reflected_from": [row.reflected_from for row in rows],
-        "advantages": result.advantages.tolist(),
-        "token_abs_sum": batch.token_adv.abs().sum(dim=1).tolist(),
-        "correct": [bool(row.verdict.acc) for row in rows],
-        "format": [bool(row.verdict.fmt) for row in rows],
-        "verdict": [row.verdict for row in rows],
-        "reward": [row.reward for row in rows],
-        "response_len": [len(row.response_ids) for row in rows],
-        "rescued": care.rescued.tolist() if care is not None else [False] * len(rows),
-        "groups": [
-            _group_record(step, batch, result, group, rgr_enabled)
-            for group in range(len(batch.examples))
-        ],
-        "samples": [
-            SampleRecord(
-                step=step,
-                group_id=row.group,
-                index=row.index_in_group,
-                prompt_id=batch.examples[row.group].id,
-                question=batch.examples[row.group].question,
-                response=row.text,
-                repair_prefix=row.prefix or None,
-                reflected_from=row.reflected_from,
-                reward=float(row.reward),
-                correct=bool(row.verdict.acc),
-                format=bool(row.verdict.fmt),
-                extracted=row.verdict.extracted,
-                advantage=float(result.advantages[i]),
-                finish_reason=row.finish_reason,
-            )
-            for i, row in enumerate(rows)
-        ],
-    }
-    return payload
-
-
-def _group_record(
-    step: int, batch: StepBatch, result: EstimatorResult, group: int, rgr_enabled: bool
-) -> GroupRecord:
-    """The groups.jsonl record of one prompt group of this process's batch."""
-    rows = batch.rows
-    care = result.care
-    members = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from < 0]
-    repair = [i for i, row in enumerate(rows) if row.group == group and row.reflected_from >= 0]
-    position = {row_index: k for k, row_index in enumerate(members)}
-    fields: dict[str, Any] = {
-        "anchor_index": None,
-        "hard_negatives": (),
-        "k_prime": 0,
-        "rescued": False,
-        "pseudo_anchor": None,
-        "rescue_impossible": False,
-        "rgr": None,
-    }
-    if care is not None and members:
-        anchors = [i for i in members if bool(care.is_anchor[i])]
-        rescued = bool(care.rescued[members[0]])
-        picked = sorted(
-            (int(care.picked_rank[i]), i) for i in members if int(care.picked_rank[i]) >= 0
-        )
-        fields.update(
-            anchor_index=position[anchors[0]] if anchors and not rescued else None,
-            hard_negatives=tuple(
-                HardNegative(position[i], float(care.anchor_distance[i])) for _, i in picked
-            ),
-            k_prime=int(care.k_prime[members[0]]),
-            rescued=rescued,
-            pseudo_anchor=position[anchors[0]] if anchors and rescued else None,
-            rescue_impossible=bool(care.rescue_impossible[members[0]]),
-        )
-    if rgr_enabled and care is not None:
-        if repair:
-            r = repair[0]
-            source = rows[r].reflected_from
-            fields["rgr"] = RgrRecord(
-                triggered=True,
-                passed=bool(rows[r].verdict.acc),
-                source_index=position[source],
-                source_len=len(rows[source].response_ids),
-                repair_len=len(rows[r].response_ids),
-                reward=float(rows[r].reward),
-                advantage=float(result.advantages[r]),
-            )
-        else:
-            fields["rgr"] = RgrRecord(triggered=False)
-    return GroupRecord(
-        step=step,
-        group_id=group,
-        prompt_id=batch.examples[group].id,
-        G=len(members),
-        n_correct=sum(bool(rows[i].verdict.acc) for i in members),
-        advantages=[float(result.advantages[i]) for i in members],
-        rewards=[float(rows[i].reward) for i in members],
-        correct=[bool(rows[i].verdict.acc) for i in members],
-        **fields,
-    )
-
-
-def _merge_payloads(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    """One whole-batch view from every process's rows: group ids and row references offset."""
-    payloads = sorted(payloads, key=lambda p: p["rank"])
-    merged: dict[str, Any] = {key: [] for key in payloads[0] if key != "rank"}
-    group_offset = row_offset = 0
-    for payload in payloads:
-        n_rows = len(payload["group"])
-        n_groups = len(payload["groups"])
-        for key, values in payload.items():
-            if key == "rank":
-                continue
-            if key == "group":
-                values = [g + group_offset for g in values]
-            elif key == "reflected_from":
-                values = [r + row_offset if r >= 0 else -1 for r in values]
-            elif key == "groups":
-                values = [replace(v, group_id=v.group_id + group_offset) for v in values]
-            elif key == "samples":
-                values = [
-                    replace(
-                        v,
-                        group_id=v.group_id + group_offset,
-                        reflected_from=v.reflected_from + row_offset
-                        if v.reflected_from >= 0
-                        else -1,
-                    )
-                    for v in values
-                ]
-            merged[key].extend(values)
-        group_offset += n_groups
-        row_offset += n_rows
-    return merged
-
-
-def _step_metrics(merged: dict[str, Any], rescue_enabled: bool) -> dict[str, float]:
-    advantages = torch.tensor(merged["advantages"], dtype=torch.float32)
-    correct = torch.tensor(merged["correct"])
-    group = torch.tensor(merged["group"])
-    reflected = torch.tensor(merged["reflected_from"])
-    metrics = step_signal_metrics(
-        advantages,
-        correct,
-        group,
-        rescue_enabled=rescue_enabled,
-        reflected_from=reflected,
-        rescued=torch.tensor(merged["rescued"]),
-        token_advantages=torch.tensor(merged["token_abs_sum"])[:, None],
-    )
-    ordinary = reflected < 0
-    metrics.update(
-        batch_summary(
-            torch.tensor(merged["reward"])[ordinary],
-            correct[ordinary],
-            torch.tensor(merged["format"])[ordinary],
-            torch.tensor(merged["response_len"])[ordinary],
-        )
-    )
-    # Over every verified row, repairs included: a timeout anywhere changed a reward.
-    metrics.update(status_fractions(merged["verdict"]))
-    return metrics
