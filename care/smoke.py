@@ -41,9 +41,27 @@ from care.algo.care import CareConfig, care_advantages
 from care.algo.grpo import grpo_advantages
 from care.config import config_from_dict
 from care.data.synth import write_synthetic_dataset
+from care.models.tiny_config import SMALLEST_SHAPE
 from care.runlog import RunReader
 
 PARTS = ("steps", "fsdp2", "vllm", "advantages")
+
+
+# What the smoke report keeps of each step record.
+REPORTED_KEYS = (
+    "step",
+    "time/step",
+    "time/rollout",
+    "time/old_logp_embed",
+    "time/rgr",
+    "time/update",
+    "acc/mean",
+    "signal/failure_share_seq",
+    "rescue/triggered_frac",
+    "rgr/triggered",
+    "loss/pg",
+    "grad_norm",
+)
 
 
 def _environment(device: torch.device) -> dict[str, str]:
@@ -121,14 +139,7 @@ def smoke_config(
     if not (data / "train.jsonl").is_file():
         write_synthetic_dataset(data, seed=0, n_train=32, n_test=8, image_size=image_size)
     tiny = (
-        {
-            "hidden_size": 32,
-            "num_layers": 1,
-            "num_heads": 2,
-            "num_kv_heads": 1,
-            "intermediate_size": 64,
-            "vision_hidden_size": 16,
-        }
+        dict(SMALLEST_SHAPE)
         if small
         else {
             "hidden_size": 512,
@@ -348,21 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             records = run_steps(out, device, args.dtype, args.steps, args.small)
             report["train_seconds"] = time.perf_counter() - start
-            keys = (
-                "step",
-                "time/step",
-                "time/rollout",
-                "time/old_logp_embed",
-                "time/rgr",
-                "time/update",
-                "acc/mean",
-                "signal/failure_share_seq",
-                "rescue/triggered_frac",
-                "rgr/triggered",
-                "loss/pg",
-                "grad_norm",
-            )
-            kept = [{k: record.get(k) for k in keys} for record in records]
+            kept = [{k: record.get(k) for k in REPORTED_KEYS} for record in records]
             for record in kept:
                 print("step:", json.dumps(record), flush=True)
             print(f"total: {report['train_seconds']:.1f} s for {args.steps} CARE steps")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tiny_run import recording_vllm_modules, scripted_output
+from tiny_run import recording_vllm_modules, scripted_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT_S = 600  # a normal launch takes about 1 minute; a hang fails after this
@@ -114,21 +114,7 @@ class ScriptedRollouts:
         for _ in range(1 + self.trainer.rank):
             self.real.generate(probe, SamplingParams(n=1, max_new_tokens=2, seed=0))
             self.real_calls += 1
-        out = []
-        for request in requests:
-            index = self._example_index(request)
-            answer = self.trainer.examples[index].answer
-            samples = []
-            for sample in range(params.n):
-                if request.assistant_prefix:
-                    text = f"Fixed it.\n</think>\n<answer>{answer}</answer>"
-                elif sample == 0 or index not in self.mixed:
-                    text = f"<think>\nchecked {sample}\n</think>\n<answer>{answer}</answer>"
-                else:
-                    text = f"<think>\nguess {sample}\n</think>\n<answer>zzz{sample}</answer>"
-                samples.append(scripted_output(self.tokenizer, self.stop, text))
-            out.append(samples)
-        return out
+        return scripted_groups(self, requests, params.n, self.mixed)
 
     def sync_weights(self, model: Any) -> None:
         self.real.sync_weights(model)

@@ -27,7 +27,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_run import failure_share_of, scripted_output, tiny_config
+from tiny_run import failure_share_of, scripted_groups, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
@@ -122,21 +122,7 @@ class ScriptedEngine:
         with torch.no_grad():
             for _ in range(1 + self.trainer.rank):
                 self.trainer.policy(input_ids=probe)
-        out = []
-        for request in requests:
-            index = self._example_index(request)
-            answer = self.trainer.examples[index].answer
-            samples = []
-            for sample in range(params.n):
-                if request.assistant_prefix:
-                    text = f"Fixed it.\n</think>\n<answer>{answer}</answer>"
-                elif sample == 0 or index not in self.anchored:
-                    text = f"<think>\nchecked {sample}\n</think>\n<answer>{answer}</answer>"
-                else:
-                    text = f"<think>\nguess {sample}\n</think>\n<answer>zzz{sample}</answer>"
-                samples.append(scripted_output(self.tokenizer, self.stop, text))
-            out.append(samples)
-        return out
+        return scripted_groups(self, requests, params.n, self.anchored)
 
     def sync_weights(self, model: Any) -> None:
         return None

@@ -60,7 +60,9 @@ def test_validation_runs_before_the_first_step_every_n_steps_and_at_the_end(data
     assert validated[0].keys() >= {"val/acc", "val/fmt", "val/n"}
     assert "acc/mean" not in validated[0]  # step 0 is the starting policy, not a training step
     # Rows 0..3 are difficulty 1, rows 4..7 difficulty 2; even rows are "even".
-    assert validated[4]["val/acc/difficulty_1"] == 1.0 and validated[4]["val/acc/difficulty_2"] == 0.0
+    assert (
+        validated[4]["val/acc/difficulty_1"] == 1.0 and validated[4]["val/acc/difficulty_2"] == 0.0
+    )
     assert validated[5]["val/acc/even"] == 0.75 and validated[5]["val/acc/odd"] == 0.75
     assert validated[5]["val/n"] == 8 and validated[5]["val/fmt"] == 1.0
     assert all("val/acc" not in s for s in steps if s["step"] in (1, 3))

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from care.models.tiny_config import SMALLEST_SHAPE
 from care.runlog import GroupRecord
 
 
@@ -21,14 +22,7 @@ def tiny_config(data_dir: Path, out_dir: Path, name: str, **sections) -> dict:
         "run": {"name": name, "out_dir": str(out_dir), "seed": 5},
         "model": {
             "image_size": 56,
-            "tiny": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 1,
-                "intermediate_size": 64,
-                "vision_hidden_size": 16,
-            },
+            "tiny": dict(SMALLEST_SHAPE),
         },
         "data": {"train_files": [str(data_dir / "train.jsonl")]},
         "rollout": {"n": 4, "max_new_tokens": 8, "batch_rows": 16},
@@ -56,6 +50,27 @@ def scripted_output(tokenizer, stop_id: int, text: str):
     return RolloutOutput(
         prompt_ids=[], response_ids=ids, text=text, logprobs=[-1.0] * len(ids), finish_reason="stop"
     )
+
+
+def scripted_groups(engine: Any, requests: list, n: int, mixed: set[int]) -> list:
+    """Scripted outputs of the multi-process test engines: for each request, ``n`` samples of
+    its example (``engine._example_index``); a repair request gets a correct continuation, an
+    example in ``mixed`` one correct and ``n - 1`` wrong rollouts, any other ``n`` correct ones."""
+    out = []
+    for request in requests:
+        index = engine._example_index(request)
+        answer = engine.trainer.examples[index].answer
+        samples = []
+        for sample in range(n):
+            if request.assistant_prefix:
+                text = f"Fixed it.\n</think>\n<answer>{answer}</answer>"
+            elif sample == 0 or index not in mixed:
+                text = f"<think>\nchecked {sample}\n</think>\n<answer>{answer}</answer>"
+            else:
+                text = f"<think>\nguess {sample}\n</think>\n<answer>zzz{sample}</answer>"
+            samples.append(scripted_output(engine.tokenizer, engine.stop, text))
+        out.append(samples)
+    return out
 
 
 def failure_share_of(groups: list[GroupRecord]) -> float:

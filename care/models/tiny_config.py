@@ -72,3 +72,15 @@ class TinyVLMConfig(BaseModel):
     def head_dim(self) -> int:
         """Width of one text attention head."""
         return self.hidden_size // self.num_heads
+
+
+# The smallest shape in use (one decoder layer): the smoke run's --small model and the tests'
+# tiny trainings, where seconds matter more than what the model can learn.
+SMALLEST_SHAPE: dict[str, int] = {
+    "hidden_size": 32,
+    "num_layers": 1,
+    "num_heads": 2,
+    "num_kv_heads": 1,
+    "intermediate_size": 64,
+    "vision_hidden_size": 16,
+}
