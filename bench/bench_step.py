@@ -67,7 +67,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ sys.path.insert(0, str(ROOT))
 from care.config import TrainConfig, load_config  # noqa: E402
 from care.data.synth import write_synthetic_dataset  # noqa: E402
 from care.rollout.base import RolloutOutput, RolloutRequest, SamplingParams  # noqa: E402
-from care.runlog import RunWriter  # noqa: E402
+from care.runlog import GroupRecord, RunWriter, SampleRecord  # noqa: E402
 from care.train.sft import run_sft  # noqa: E402
 from care.train.trainer import Trainer  # noqa: E402
 
@@ -94,6 +94,8 @@ BENCH_OVERRIDES = (
     "train.mini_batch_prompts=4",
     "train.micro_batch_rows=64",
     "sft.batch_rows=16",
+    # Held-out validation is not part of a training step's cost (and the bench has no val split).
+    "train.eval_every=0",
 )
 PHASES = ("rollout", "old_logp_embed", "advantage", "rgr", "update", "log")
 TARGETS = {"care_no_rgr": 1.10, "care": 1.35}
@@ -148,11 +150,15 @@ class RenumberingWriter:
         self.number += 1
         self.writer.log_step(self.number, metrics)
 
-    def log_groups(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
-        self.writer.log_groups(self.number, records)
+    # The trainer writes a step's group and sample records before its step record, so they
+    # belong to the number log_step is about to take; each record carries its step too.
+    def log_groups(self, step: int, records: Sequence[GroupRecord]) -> None:
+        number = self.number + 1
+        self.writer.log_groups(number, [replace(r, step=number) for r in records])
 
-    def log_samples(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
-        self.writer.log_samples(self.number, records)
+    def log_samples(self, step: int, records: Sequence[SampleRecord]) -> None:
+        number = self.number + 1
+        self.writer.log_samples(number, [replace(r, step=number) for r in records])
 
     def finish(self, status: str = "finished") -> None:
         self.writer.finish(status)
