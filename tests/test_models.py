@@ -204,6 +204,18 @@ def test_saved_policy_reloads_in_plain_transformers_and_load_policy_with_equal_l
     assert bf16.dtype == torch.bfloat16
 
 
+def test_load_policy_turns_hub_kernels_off_across_mode_switches(tiny_policy, tmp_path):
+    # transformers 5 with the `kernels` package kernelizes a loaded model from the Hugging Face
+    # Hub, again at every train()/eval() switch; offline on a GPU that raised in Trainer's
+    # policy.train() (the first GPU smoke run). load_policy turns Hub kernels off.
+    model, processor = tiny_policy
+    folder = save_policy(model, processor, tmp_path / "step_1")
+    loaded, _ = load_policy(folder, dtype="float32")
+    for training in (True, False, True):
+        loaded.train(training)
+        assert not loaded.use_kernels and loaded.kernels_mode is None
+
+
 def test_load_policy_errors_name_the_path(tmp_path):
     missing = tmp_path / "no_such_model"
     with pytest.raises(FileNotFoundError, match="no_such_model"):

@@ -406,7 +406,8 @@ def load_policy(
     """Load a local Hugging Face image-text-to-text checkpoint folder and its processor.
 
     Works for real Qwen2.5-VL-3B/7B or Qwen3-VL folders and for folders written by
-    :func:`save_policy`. Never touches the network (``local_files_only=True``).
+    :func:`save_policy`. Never touches the network (``local_files_only=True``, and no Hub
+    kernels: ``use_kernels=False``).
 
     Args:
         path: the folder (with ``config.json`` and weights).
@@ -427,7 +428,16 @@ def load_policy(
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
     torch_dtype: str | torch.dtype = "auto" if dtype == "auto" else DTYPES[dtype]
-    options: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+    # use_kernels=False: with the `kernels` package installed, transformers 5 swaps layers for
+    # kernels fetched from the Hugging Face Hub when a model loads and again on every
+    # train()/eval() switch. On a GPU without network that fails (the first GPU smoke run died in
+    # Trainer's policy.train() on a resume), and with network it would change the numerics of a
+    # run by what the Hub serves that day. The policy keeps transformers' own torch layers.
+    options: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "local_files_only": True,
+        "use_kernels": False,
+    }
     if attn_implementation is not None:
         options["attn_implementation"] = attn_implementation
     try:
