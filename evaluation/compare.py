@@ -44,7 +44,8 @@ class CompareError(ValueError):
 @dataclass(frozen=True)
 class Item:
     """One scored item of one side: its key, verdict, extracted answer and error type
-    (`evaluation.taxonomy.error_type`)."""
+    (`evaluation.taxonomy.error_type`), and what a reader of the item needs: the prompt's text
+    (the record's ``input``), the gold answer and the response."""
 
     benchmark: str
     task: str
@@ -52,6 +53,9 @@ class Item:
     correct: bool
     extracted: str | None
     error: str
+    question: str | None
+    answer: str | None
+    response: str | None
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,22 @@ def load_items(folder: Path) -> dict[str, list[Item]]:
         if not records:
             continue
         first_seed = min(seed for seed, _ in records)
-        items[benchmark] = [
-            Item(
-                benchmark, r["task"], r["doc_id"], bool(r["acc"]), r.get("extracted"), error_type(r)
-            )
-            for seed, r in records
-            if seed == first_seed
-        ]
+        items[benchmark] = [_item(benchmark, r) for seed, r in records if seed == first_seed]
     return items
+
+
+def _item(benchmark: str, record: dict[str, Any]) -> Item:
+    return Item(
+        benchmark=benchmark,
+        task=record["task"],
+        doc_id=record["doc_id"],
+        correct=bool(record["acc"]),
+        extracted=record.get("extracted"),
+        error=error_type(record),
+        question=record.get("input"),
+        answer=record.get("answer"),
+        response=record.get("response"),
+    )
 
 
 def paired(benchmark: str, a: list[Item], b: list[Item]) -> list[tuple[Item, Item]]:
