@@ -4,7 +4,8 @@ The view lives in the URL query (TensorBoard style), so a link reproduces what s
 
 - ``run`` (repeated): the selected runs, as paths relative to the runs root;
 - ``smoothing``: the EMA weight of the curves, 0 .. 0.99;
-- page-specific keys (``browse``, ``step``, ``group``, ``metric``, ``reference``, ``baseline``).
+- page-specific keys (``browse``, ``step``, ``group``, ``metric``, ``reference``, ``baseline``,
+  ``a``, ``b``, ``benchmark``, ``outcome``, ``error``, ``item``).
 
 Every value read from the URL is validated; a bad one is reported on the page and replaced by
 the default, never trusted (a run path that leaves the runs root is refused).
@@ -13,7 +14,7 @@ the default, never trusted (a run path that leaves the runs root is refused).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ PAGES = (
     PageEntry("hard_negatives.py", "Hard negatives", ":material/search:"),
     PageEntry("evaluation.py", "Evaluation", ":material/target:"),
     PageEntry("compare.py", "Compare", ":material/compare_arrows:"),
+    PageEntry("compare_checkpoints.py", "Compare checkpoints", ":material/difference:"),
 )
 SHARED_PARAMS = ("run", "smoothing")
 """Query keys every page understands; the page links carry them, page-specific keys stay behind."""
@@ -243,11 +245,18 @@ def show_table(
     hide_index: bool = False,
     column_config: dict | None = None,
     key: str | None = None,
+    formats: Mapping[str, str] | None = None,
 ) -> None:
-    """A data frame with fixed decimals and "–" for missing values (Streamlit writes "None")."""
-    numeric = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    """A data frame with fixed decimals and "–" for missing values (Streamlit writes "None");
+    `formats` gives some float columns their own pattern (p-values: ``"{:.3g}"``)."""
+    formats = formats or {}
+    numeric = [
+        c for c in frame.columns if pd.api.types.is_float_dtype(frame[c]) and c not in formats
+    ]
     pattern = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     styled = frame.style.format(pattern, subset=numeric, na_rep="–")
+    for column, column_pattern in formats.items():
+        styled = styled.format(column_pattern, subset=[column], na_rep="–")
     st.dataframe(styled, hide_index=hide_index, column_config=column_config, key=key)
 
 

@@ -7,6 +7,7 @@ negatives 0 (d = 0.08) and 3 (d = 0.24), advantages [0, 0, 2, -0.5].
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -26,6 +27,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from analysis_app import data, figures, tables  # noqa: E402
 from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E402
 from care.runlog import HardNegative, RunReader  # noqa: E402
+from evaluation.compare import OUTCOMES, compare_folders, load_items  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
 PAGE_FILES = (
@@ -35,6 +37,7 @@ PAGE_FILES = (
     "hard_negatives.py",
     "evaluation.py",
     "compare.py",
+    "compare_checkpoints.py",
 )
 CARE_EVAL = {
     10: {"care_mathvista": 0.70, "care_mmmu": 0.60},
@@ -752,3 +755,142 @@ def test_a_version_1_run_is_migrated_for_the_dashboard(
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
     assert "(reward unknown, advantage unknown)" in texts(app)
     assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare two checkpoints
+
+
+def write_checkpoint_eval(
+    run_dir: Path, checkpoint: str, data_dir: Path, verdicts: list[bool]
+) -> Path:
+    """``<run>/eval/<checkpoint>`` as care eval leaves it for care_synth on the first
+    len(verdicts) rows of `data_dir`: per-item records and the run.json naming the data root."""
+    folder = run_dir / "eval" / checkpoint
+    record_dir = folder / "lmms_eval" / "care_synth" / "seed_0"
+    record_dir.mkdir(parents=True)
+    (record_dir / "run.json").write_text(
+        json.dumps({"status": "ok", "env": {"CARE_DATA_ROOT": str(data_dir)}})
+    )
+    rows = [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+    lines = []
+    for doc_id, (row, right) in enumerate(zip(rows, verdicts, strict=False)):
+        answer = row["answer"] if right else "17"
+        record = {
+            "task": "care_synth", "seed": 0, "doc_id": doc_id, "input": row["question"],
+            "answer": row["answer"], "response": f"<think>{checkpoint}</think><answer>{answer}</answer>",
+            "extracted": answer, "acc": right, "fmt": True, "verify_status": "ok",
+        }  # fmt: skip
+        lines.append(json.dumps(record) + "\n")
+    (folder / "care_synth_samples.jsonl").write_text("".join(lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run "care" evaluated at step_10 (right on items 0-3 of 12) and step_20 (right on 2-9:
+    6 fixed, 2 broken), and run "other" evaluated on 6 items only."""
+    from care.data.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    data_dir = root / "synth"
+    write_synthetic_dataset(data_dir, seed=0, n_train=0, n_test=12, image_size=56)
+    care = write_synthetic_run(root / "care", steps=3).run_dir
+    write_checkpoint_eval(care, "step_10", data_dir, [i < 4 for i in range(12)])
+    write_checkpoint_eval(care, "step_20", data_dir, [2 <= i < 10 for i in range(12)])
+    other = write_synthetic_run(root / "other", steps=3).run_dir
+    write_checkpoint_eval(other, "step_10", data_dir, [True] * 6)
+    return root
+
+
+def test_compare_checkpoints_page_shows_the_numbers_of_care_compare(
+    checkpoint_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    care = checkpoint_root / "care"
+    app = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", outcome="broken",
+    )  # fmt: skip
+    rows, pairs = compare_folders(care / "eval" / "step_10", care / "eval" / "step_20")
+    table = app.dataframe[0].value
+    assert table.index.tolist() == ["care_synth", "macro average (1)"]
+    row = table.loc["care_synth"]
+    assert row["B − A"] == pytest.approx(100 * rows[0].difference.estimate)
+    assert row["B − A"] == pytest.approx(100 / 3)  # 8 of 12 right after, 4 before
+    assert (row["95 % low"], row["95 % high"]) == pytest.approx(
+        (100 * rows[0].difference.low, 100 * rows[0].difference.high)
+    )
+    assert row["McNemar p"] == pytest.approx(rows[0].p_value)
+    assert row["McNemar p"] == pytest.approx(2 * 37 / 2**8)  # 6 fixed vs 2 broken: 2·P(X ≤ 2)
+    assert row["Holm p"] == pytest.approx(rows[0].p_holm)
+    assert math.isnan(table.loc["macro average (1)", "Holm p"])
+    assert row[list(OUTCOMES)].tolist() == [6, 2, 2, 2]
+    items = app.dataframe[1].value
+    assert items["doc_id"].tolist() == ["0", "1"] and set(items["outcome"]) == {"broken"}
+    assert items["B answer"].tolist() == ["17", "17"]
+    shown = texts(app)
+    assert pairs[0][0].question in shown
+    assert "<think>step_20</think><answer>17</answer>" in shown
+    assert len(app.get("image")) == 1  # the item's image, from the data root the eval used
+
+
+def test_compare_checkpoints_filters_items_by_benchmark_outcome_and_error_type(
+    checkpoint_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", error="correct", outcome="both wrong",
+    )  # fmt: skip
+    assert "No item matches these filters." in texts(app)
+    fixed = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", outcome="fixed", benchmark="care_synth",
+    )  # fmt: skip
+    assert fixed.dataframe[1].value["doc_id"].tolist() == ["4", "5", "6", "7", "8", "9"]
+    assert "6 of 12 items match." in texts(fixed)
+
+
+def test_compare_checkpoints_explains_what_cannot_be_compared(
+    checkpoint_root: Path, runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mismatched = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run=["care", "other"], a="care @ step_10", b="other @ step_10",
+    )  # fmt: skip
+    assert "care_synth: A and B scored different items (12 vs 6" in mismatched.info[0].value
+    unevaluated = page("compare_checkpoints.py", runs_root, monkeypatch, run="sweep/live")
+    assert "found none" in unevaluated.info[0].value
+
+
+def test_an_item_image_is_not_shown_when_the_data_changed(
+    checkpoint_root: Path, tmp_path: Path
+) -> None:
+    folder = checkpoint_root / "care" / "eval" / "step_10"
+    item = load_items(folder)["care_synth"][0]
+    images, problem = data.item_images(folder, item)
+    assert len(images) == 1 and problem is None
+    changed = dataclasses.replace(item, answer="not the gold")
+    images, problem = data.item_images(folder, changed)
+    assert images == [] and "the data changed after the evaluation" in problem
+    missing, why = data.item_images(tmp_path, item)
+    assert missing == [] and "keeps no lmms_eval/care_synth/seed_*/run.json" in why
+
+
+def test_the_compare_checkpoints_page_compares_the_demos_checkpoints(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = fast_demo
+    runs = {name: out / name for name in ("demo_fast_seed0_sft", "demo_fast_seed0_grpo")}
+    checkpoints = data.evaluated_checkpoints(runs)
+    warm, blank, final = checkpoints  # step_N, step_N_blank, then GRPO's last step
+    assert blank == f"{warm}_blank"
+    app = page("compare_checkpoints.py", out, monkeypatch, run=list(runs), a=warm, b=final)
+    rows, _ = compare_folders(checkpoints[warm], checkpoints[final])
+    table = app.dataframe[0].value
+    assert table.loc["care_synth", "B − A"] == pytest.approx(100 * rows[0].difference.estimate)
+    assert table.loc["care_synth", "McNemar p"] == pytest.approx(rows[0].p_value)
+    assert table.loc["care_synth", list(OUTCOMES)].tolist() == list(rows[0].counts.values())
+    assert len(app.get("image")) == 1
+    with_blank = page("compare_checkpoints.py", out, monkeypatch, run=list(runs), a=warm, b=blank)
+    assert "B was evaluated on other data" in texts(with_blank)
+    assert len(with_blank.get("image")) == 2  # the real image for A, the blank one for B
