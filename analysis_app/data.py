@@ -380,6 +380,23 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     return CACHE.get_or_load(("config", *key), read)
 
 
+def configs_of_runs(runs: dict[str, Path]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each run's config.yaml by run name ({} for a run without one) and a warning for each
+    that cannot be read (that run then counts as having none).
+
+    Example: runs {"a": ..., "b": ...}, b without config.yaml -> ``({"a": {...}, "b": {}}, [])``.
+    """
+    configs: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for name, path in runs.items():
+        try:
+            configs[name] = load_config(path)
+        except RunLogError as error:
+            configs[name] = {}
+            warnings.append(str(error))
+    return configs, warnings
+
+
 def import_info(config: dict[str, Any]) -> dict[str, Any] | None:
     """The ``import`` section of a run made by ``care import`` (format, source, what could not
     be computed), or None for a run this suite trained.

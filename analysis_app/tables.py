@@ -19,6 +19,7 @@ from analysis_app.data import PaperReference, RunSummary, macro_of
 from analysis_app.figures import SIGNAL_METRICS
 from care.metrics.smoothness import debiased_ema, smoothness_summary
 from care.runlog import GroupRecord, SampleRecord
+from care.stats import mean_interval
 from care.tables import csv_table, markdown_table
 from evaluation.compare import OUTCOMES, BenchmarkComparison, Item, outcome
 
@@ -155,6 +156,35 @@ def smoothness_table(steps: pd.DataFrame, drawdown_smoothing: float = 0.6) -> pd
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(SMOOTHNESS_COLUMNS))
     frame.index.name = "run"
     return frame
+
+
+def seed_group_smoothness_table(
+    table: pd.DataFrame, seed_groups: Mapping[str, Sequence[str]]
+) -> pd.DataFrame:
+    """`smoothness_table` with two rows more per seed group (`seed_groups`: name -> runs):
+    ``"<name>: mean"`` and ``"<name>: ± 95 %"``, per metric the mean over the group's runs and
+    the half-width of its Student-t interval (`care.stats.mean_interval`).
+
+    A metric counts only the runs where it is defined; over one run the half-width is NaN,
+    over none both are.
+
+    Example: acc_diff_std 0.010 and 0.014 for two seeds -> mean 0.012 and ± 0.0254
+    (t₀.₉₇₅,₁ = 12.706 times the standard error 0.002).
+    """
+    rows = []
+    for name, runs in seed_groups.items():
+        members = table.loc[[run for run in runs if run in table.index]]
+        means, halves = {}, {}
+        for column in table.columns:
+            values = pd.to_numeric(members[column], errors="coerce").dropna().to_numpy()
+            interval = mean_interval(values) if values.size else None
+            means[column] = interval.estimate if interval else math.nan
+            halves[column] = interval.high - interval.estimate if interval else math.nan
+        rows.append(pd.Series(means, name=f"{name}: mean"))
+        rows.append(pd.Series(halves, name=f"{name}: ± 95 %"))
+    grouped = pd.concat([table, pd.DataFrame(rows, columns=table.columns)])
+    grouped.index.name = table.index.name
+    return grouped
 
 
 def compare_table(

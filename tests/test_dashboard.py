@@ -7,6 +7,7 @@ negatives 0 (d = 0.08) and 3 (d = 0.24), advantages [0, 0, 2, -0.5].
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ pytest.importorskip(
 from fixtures.runs import write_synthetic_run  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from analysis_app import data, figures, tables  # noqa: E402
+from analysis_app import data, export, figures, seeds, tables  # noqa: E402
 from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E402
 from care.runlog import HardNegative, RunReader  # noqa: E402
 from evaluation.compare import OUTCOMES, compare_folders, load_items  # noqa: E402
@@ -755,6 +756,205 @@ def test_a_version_1_run_is_migrated_for_the_dashboard(
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
     assert "(reward unknown, advantage unknown)" in texts(app)
     assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds as one curve
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t bounds, computed here without care.stats."""
+    from scipy import stats as scipy_stats
+
+    array = np.asarray(values, dtype=float)
+    half = scipy_stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
+    return float(array.mean()), float(array.mean() - half), float(array.mean() + half)
+
+
+def test_seed_groups_join_runs_whose_configs_differ_only_by_seed() -> None:
+    def config(seed: int, name: str, lr: float = 1e-6, data: str | None = None) -> dict:
+        return {
+            "run": {"name": name, "seed": seed, "out_dir": f"/out/{name}"},
+            "data": {"train_files": [data or f"/data/synth_seed{seed}/train.jsonl"]},
+            "optim": {"lr": lr},
+        }
+
+    configs = {
+        "care_seed0": config(0, "care_seed0"),
+        "care_seed1": config(1, "care_seed1"),
+        "care_lr": config(2, "care_lr", lr=2e-6),  # another setting
+        "care_copy": config(1, "care_copy"),  # seed 1 is already in the first group
+        "care_seed10": config(1, "care_seed10", data="/data/synth_seed10/train.jsonl"),
+        "plain": {},  # no config
+    }
+    groups = seeds.seed_groups(configs)
+    assert [(g.label, g.runs, g.seeds) for g in groups] == [
+        ("care_seed* (2 seeds)", ("care_seed0", "care_seed1"), (0, 1)),
+        ("care_lr", ("care_lr",), (2,)),
+        ("care_copy", ("care_copy",), (1,)),
+        ("care_seed10", ("care_seed10",), (1,)),  # seed10 is not seed 1's path
+        ("plain", ("plain",), ()),
+    ]
+    assert seeds.differing_fields(configs["care_seed0"], configs["care_lr"]) == {"optim.lr"}
+    assert seeds.several(groups) == {"care_seed* (2 seeds)": ("care_seed0", "care_seed1")}
+
+
+def test_seed_band_is_the_mean_with_a_t_interval_over_the_runs_that_logged_the_step() -> None:
+    frame = pd.DataFrame(
+        {
+            "run": ["s0"] * 3 + ["s1"] * 3 + ["s2"] * 2,
+            "step": [1, 2, 3, 1, 2, 3, 1, 3],  # s2 did not log step 2
+            "acc/mean": [0.1, 0.3, 0.5, 0.2, 0.2, 0.6, 0.4, 0.7],
+        }
+    )
+    band = figures.seed_band(frame, "acc/mean")
+    assert band.steps.tolist() == [1, 2, 3] and band.runs.tolist() == [3, 2, 3]
+    for position, values in enumerate(([0.1, 0.2, 0.4], [0.3, 0.2], [0.5, 0.6, 0.7])):
+        mean, low, high = t_interval(values)
+        assert (band.mean[position], band.low[position], band.high[position]) == pytest.approx(
+            (mean, low, high)
+        )
+    smoothed = figures.seed_band(frame, "acc/mean", smoothing=0.5)
+    ema = [
+        debiased_ema(frame.loc[frame["run"] == run, "acc/mean"].to_numpy(), 0.5)[-1]
+        for run in ("s0", "s1", "s2")
+    ]
+    assert (smoothed.mean[-1], smoothed.low[-1]) == pytest.approx(t_interval(ema)[:2])
+    figure = figures.line_figure(
+        frame.assign(run=frame["run"].replace("s2", "other")),
+        ["acc/mean"],
+        title="t",
+        y_title="y",
+        seed_groups={"s (2 seeds)": ["s0", "s1"]},
+    )
+    names = [trace.name for trace in figure.data]
+    assert names == [
+        "s (2 seeds) · training accuracy 95 % band (low)",
+        "s (2 seeds) · training accuracy 95 % band (high)",
+        "s (2 seeds) · training accuracy",
+        "other · training accuracy",
+    ]
+    assert figure.data[1].fill == "tonexty"
+    np.testing.assert_allclose(figure.data[2].y, [0.15, 0.25, 0.55])
+
+
+def test_seed_group_smoothness_rows_are_the_mean_and_t_half_width(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        write_synthetic_run(tmp_path / f"care_seed{seed}", steps=20, seed=seed)
+    runs = ["care_seed0", "care_seed1", "care_seed2"]
+    table = tables.smoothness_table(steps_of(tmp_path, *runs))
+    group = "care_seed* (3 seeds)"
+    grouped = tables.seed_group_smoothness_table(table, {group: runs})
+    assert grouped.index.tolist() == [*runs, f"{group}: mean", f"{group}: ± 95 %"]
+    for column in ("smooth/acc_diff_std", "smooth/acc_max_drawdown"):
+        mean, _, high = t_interval(table.loc[runs, column].tolist())
+        assert grouped.loc[f"{group}: mean", column] == pytest.approx(mean)
+        assert grouped.loc[f"{group}: ± 95 %", column] == pytest.approx(high - mean)
+    # Every run logs each series the table reads, so every metric has a mean and an interval.
+    assert grouped.loc[[f"{group}: mean", f"{group}: ± 95 %"]].notna().all().all()
+
+
+@pytest.fixture(scope="module")
+def seed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """care_seed0 and care_seed1 (one setting, two seeds) and grpo (another estimator)."""
+    root = tmp_path_factory.mktemp("seeds")
+    for seed in (0, 1):
+        write_synthetic_run(root / f"care_seed{seed}", steps=20, seed=seed)
+    write_synthetic_run(root / "grpo", steps=20, estimator="grpo")
+    return root
+
+
+def test_smoothness_page_adds_each_seed_groups_mean_and_interval(
+    seed_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ["care_seed0", "care_seed1", "grpo"]
+    app = page("smoothness.py", seed_root, monkeypatch, run=runs, metric="acc/mean")
+    assert app.toggle[0].label == "Group seeds" and app.toggle[0].value is True
+    assert "**care_seed* (2 seeds)**: care_seed0 (seed 0), care_seed1 (seed 1)" in texts(app)
+    table = app.dataframe[0].value
+    group = "care_seed* (2 seeds)"
+    assert list(table.columns) == [*runs, f"{group}: mean", f"{group}: ± 95 %"]
+    expected = [
+        smoothness_summary(raw_steps(seed_root / run))["smooth/acc_diff_std"] for run in runs[:2]
+    ]
+    mean, _, high = t_interval(expected)
+    assert table.loc["smooth/acc_diff_std", f"{group}: mean"] == pytest.approx(mean)
+    assert table.loc["smooth/acc_diff_std", f"{group}: ± 95 %"] == pytest.approx(high - mean)
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    names = [trace["name"] for trace in chart["data"]]
+    assert f"{group} · training accuracy" in names and "care_seed0 · training accuracy" not in names
+    separate = page("smoothness.py", seed_root, monkeypatch, run=runs, group_seeds="0")
+    assert separate.toggle[0].value is False
+    assert list(separate.dataframe[0].value.columns) == runs
+
+
+def test_signal_page_without_seed_groups_shows_no_toggle(
+    runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page("training_signal.py", runs_root, monkeypatch, run=["care", "grpo"])
+    assert len(app.toggle) == 0
+
+
+def chart_values(value: list | dict) -> np.ndarray:
+    """A trace's x or y from a chart's JSON spec: plotly writes numpy arrays as base64 bytes."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value, dtype=float)
+
+
+def test_the_compare_page_draws_the_demos_two_seeds_as_one_band(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = fast_demo
+    names = ["demo_fast_seed0_grpo", "demo_fast_seed1_grpo", "demo_fast_seed0_care"]
+    app = page(
+        "compare.py", out, monkeypatch,
+        run=names, metric=["reward/mean"], baseline=names[0], smoothing="0.00",
+    )  # fmt: skip
+    assert app.toggle[0].value is True
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    traces = {trace["name"]: trace for trace in chart["data"]}
+    group = "demo_fast_seed*_grpo (2 seeds)"
+    mean = traces[f"{group} · reward"]
+    low, high = (
+        traces[f"{group} · reward 95 % band (low)"],
+        traces[f"{group} · reward 95 % band (high)"],
+    )
+    assert "demo_fast_seed0_care · reward" in traces  # the CARE run is no seed of GRPO's
+    rewards = [
+        {
+            record["step"]: record["reward/mean"]
+            for record in RunReader(out / run).steps
+            if "reward/mean" in record
+        }
+        for run in names[:2]
+    ]
+    steps = chart_values(mean["x"])
+    assert steps.tolist() == [1, 2, 3]  # step 0 logs validation only
+    for position, step in enumerate(steps):
+        expected_mean, expected_low, expected_high = t_interval([r[step] for r in rewards])
+        assert chart_values(mean["y"])[position] == pytest.approx(expected_mean)
+        assert chart_values(low["y"])[position] == pytest.approx(expected_low)
+        assert chart_values(high["y"])[position] == pytest.approx(expected_high)
+    assert chart_values(mean["customdata"]).tolist() == [2, 2, 2]
+
+
+def test_export_writes_the_seed_group_smoothness_table(seed_root: Path, tmp_path: Path) -> None:
+    runs = {name: seed_root / name for name in ("care_seed0", "care_seed1", "grpo")}
+    steps, _ = data.steps_of_runs(runs)
+    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    assert [path.name for path in paths] == [
+        "smoothness_seeds.tex", "smoothness_seeds.csv", "smoothness_seeds.md",
+    ]  # fmt: skip
+    assert warnings == []
+    lines = (tmp_path / "smoothness_seeds.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "run", "care_seed0", "care_seed1", "grpo",
+        "care_seed* (2 seeds): mean", "care_seed* (2 seeds): ± 95 %",
+    ]  # fmt: skip
+    assert "textbf" not in (tmp_path / "smoothness_seeds.tex").read_text()
+    only_grpo = {"grpo": runs["grpo"]}
+    assert export.write_seed_group_smoothness(steps, only_grpo, tmp_path / "none") == ([], [])
 
 
 # ---------------------------------------------------------------------------------------------
