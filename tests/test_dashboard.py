@@ -888,6 +888,23 @@ def test_smoothness_page_adds_each_seed_groups_mean_and_interval(
     assert list(separate.dataframe[0].value.columns) == runs
 
 
+def test_signal_page_draws_a_seed_group_as_its_mean_and_band(
+    seed_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ["care_seed0", "care_seed1"]
+    app = page("training_signal.py", seed_root, monkeypatch, run=runs, smoothing="0.00")
+    assert app.toggle[0].value is True
+    share = json.loads(app.get("plotly_chart")[1].proto.spec)  # the failure-share figure
+    traces = {trace["name"]: trace for trace in share["data"]}
+    mean = traces["failure share (seq)"]  # one curve only: no run name in the legend
+    assert "failure share (seq) 95 % band (high)" in traces
+    logged = [
+        [record["signal/failure_share_seq"] for record in raw_steps(seed_root / run)]
+        for run in runs
+    ]
+    assert chart_values(mean["y"]) == pytest.approx(np.mean(logged, axis=0))
+
+
 def test_signal_page_without_seed_groups_shows_no_toggle(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
