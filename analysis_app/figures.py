@@ -399,7 +399,8 @@ def seed_band(
         curves[run] = pd.Series(smoothed, index=steps)
     table = pd.DataFrame(curves).sort_index()
     steps, mean = decimate(table.index.to_numpy(), table.mean(axis=1).to_numpy(), max_points)
-    intervals = [mean_interval(table.loc[step].dropna().to_numpy()) for step in steps]
+    values = table.loc[steps].to_numpy()
+    intervals = [mean_interval(row[np.isfinite(row)]) for row in values]
     return SeedBand(
         steps=steps,
         mean=mean,
