@@ -1111,3 +1111,18 @@ def test_the_compare_checkpoints_page_compares_the_demos_checkpoints(
     with_blank = page("compare_checkpoints.py", out, monkeypatch, run=list(runs), a=warm, b=blank)
     assert "B was evaluated on other data" in texts(with_blank)
     assert len(with_blank.get("image")) == 2  # the real image for A, the blank one for B
+    assert not with_blank.warning  # same questions and golds, other images
+    other_seed = "demo_fast_seed1_sft"
+    seeds_apart = page(
+        "compare_checkpoints.py", out, monkeypatch,
+        run=["demo_fast_seed0_sft", other_seed], a=warm, b=warm.replace("seed0", "seed1"),
+    )  # fmt: skip
+    rows = [
+        [json.loads(line) for line in (folder / "care_synth_samples.jsonl").open()]
+        for folder in (checkpoints[warm], out / other_seed / "eval" / checkpoints[warm].name)
+    ]
+    differing = sum(
+        (x["input"], x["answer"]) != (y["input"], y["answer"]) for x, y in zip(*rows, strict=True)
+    )
+    assert differing > 0
+    assert f"care_synth: {differing} of {len(rows[0])} paired items" in seeds_apart.warning[0].value

@@ -64,7 +64,7 @@ def body() -> None:
         st.info(f"{a} and {b} cannot be compared: {error}")
         return
     for note in comparison.notes:
-        st.caption(note)
+        st.warning(note)
     st.subheader(f"B − A: {b} minus {a}")
     st.caption(EXPLANATION)
     view.show_table(
