@@ -8,6 +8,7 @@ negatives 0 (d = 0.08) and 3 (d = 0.24), advantages [0, 0, 2, -0.5].
 from __future__ import annotations
 
 import base64
+import csv
 import dataclasses
 import json
 import math
@@ -972,6 +973,25 @@ def test_export_writes_the_seed_group_smoothness_table(seed_root: Path, tmp_path
     assert "textbf" not in (tmp_path / "smoothness_seeds.tex").read_text()
     only_grpo = {"grpo": runs["grpo"]}
     assert export.write_seed_group_smoothness(steps, only_grpo, tmp_path / "none") == ([], [])
+
+
+def test_export_groups_the_demos_two_seeds_in_the_smoothness_table(
+    fast_demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = fast_demo
+    names = ["demo_fast_seed0_grpo", "demo_fast_seed1_grpo"]
+    runs = {name: out / name for name in names}
+    steps, _ = data.steps_of_runs(runs)
+    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    assert warnings == [] and tmp_path / "smoothness_seeds.csv" in paths
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "smoothness_seeds.csv").open())}
+    group = "demo_fast_seed*_grpo (2 seeds)"
+    summaries = [smoothness_summary(RunReader(out / name).steps) for name in names]
+    mean, _, high = t_interval([summary["smooth/acc_diff_std"] for summary in summaries])
+    assert float(rows[f"{group}: mean"]["smooth/acc_diff_std"]) == pytest.approx(mean, rel=1e-5)
+    assert float(rows[f"{group}: ± 95 %"]["smooth/acc_diff_std"]) == pytest.approx(
+        high - mean, rel=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------
