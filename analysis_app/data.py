@@ -42,6 +42,15 @@ from care.runlog.index import StepIndex, read_table
 from care.runlog.layout import SAMPLES_DIR, sample_step_of
 from care.runlog.records import note_migration
 from evaluation.benchmarks import BENCHMARKS, MacroAverage, macro_average
+from evaluation.compare import BenchmarkComparison, Item, compare_folders
+from evaluation.runner import RUN_RECORD
+from evaluation.tasks import (
+    DATA_ROOT_ENV,
+    doc_images,
+    doc_to_target,
+    load_task_docs,
+    resolve_task_files,
+)
 
 RUNS_DIR_ENV = "CARE_RUNS_DIR"
 """Environment variable naming the folder the dashboard lists runs under."""
@@ -369,6 +378,23 @@ def load_config(run_dir: Path) -> dict[str, Any]:
         return config
 
     return CACHE.get_or_load(("config", *key), read)
+
+
+def configs_of_runs(runs: dict[str, Path]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each run's config.yaml by run name ({} for a run without one) and a warning for each
+    that cannot be read (that run then counts as having none).
+
+    Example: runs {"a": ..., "b": ...}, b without config.yaml -> ``({"a": {...}, "b": {}}, [])``.
+    """
+    configs: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for name, path in runs.items():
+        try:
+            configs[name] = load_config(path)
+        except RunLogError as error:
+            configs[name] = {}
+            warnings.append(str(error))
+    return configs, warnings
 
 
 def import_info(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -768,3 +794,118 @@ def eval_of_runs(runs: dict[str, Path]) -> tuple[pd.DataFrame, list[str]]:
     if not frames:
         return pd.DataFrame(columns=["run", *EVAL_COLUMNS]), warnings
     return pd.concat(frames, ignore_index=True), warnings
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoint comparison (per-item evaluation records)
+
+
+def evaluated_checkpoints(runs: dict[str, Path]) -> dict[str, Path]:
+    """``"<run> @ <checkpoint>"`` -> evaluation folder, for every ``<run>/eval/<checkpoint>``
+    that holds per-item records (``<benchmark>_samples.jsonl``), in run order and then by
+    checkpoint step (folders named otherwise, such as ``step_10_blank``, after their step).
+
+    Example: runs {"care": runs/care} evaluated at step_10 and step_30 ->
+    ``{"care @ step_10": runs/care/eval/step_10, "care @ step_30": runs/care/eval/step_30}``.
+    """
+    found: dict[str, Path] = {}
+    for name, run_dir in runs.items():
+        folder = Path(run_dir) / EVAL_DIR
+        if not folder.is_dir():
+            continue
+        evaluated = [p for p in folder.iterdir() if p.is_dir() and any(p.glob("*_samples.jsonl"))]
+        for checkpoint in sorted(evaluated, key=_checkpoint_order):
+            found[f"{name} @ {checkpoint.name}"] = checkpoint
+    return found
+
+
+def _checkpoint_order(folder: Path) -> tuple[int, str]:
+    """step_10 < step_10_blank < step_30: the first number in the name, then the name."""
+    digits = "".join(c if c.isdigit() else " " for c in folder.name).split()
+    return (int(digits[0]) if digits else -1, folder.name)
+
+
+@dataclass(frozen=True)
+class CheckpointComparison:
+    """`evaluation.compare.compare_folders` of two evaluation folders: its rows (per benchmark,
+    then the macro row), every item pair (A's item, B's item) and what it left out."""
+
+    rows: list[BenchmarkComparison]
+    pairs: list[tuple[Item, Item]]
+    notes: list[str]
+
+
+def compare_checkpoints(a: Path, b: Path) -> CheckpointComparison:
+    """A and B compared item by item (`evaluation.compare.compare_folders`, the numbers of
+    ``care compare A B``), cached by both folders' per-item files (path, size, mtime).
+
+    Raises:
+        CompareError: the folders share no benchmark or score different items; its message
+            says which.
+    """
+    samples = [path for folder in (a, b) for path in sorted(Path(folder).glob("*_samples.jsonl"))]
+    key = ("compare", str(a), str(b), *(file_key(path) for path in samples))
+
+    def read() -> CheckpointComparison:
+        notes: list[str] = []
+        rows, pairs = compare_folders(a, b, note=notes.append)
+        return CheckpointComparison(rows, pairs, notes)
+
+    return CACHE.get_or_load(key, read)
+
+
+def eval_data_root(eval_dir: Path, benchmark: str) -> tuple[Path | None, str | None]:
+    """The data root an evaluation read `benchmark` from (the ``CARE_DATA_ROOT`` its first
+    seed's ``lmms_eval/<benchmark>/seed_<s>/run.json`` records), or None and why not.
+
+    Example: the demo's warm start on blank images -> ``(Path("out/data_fast_seed0/blank"),
+    None)``.
+    """
+    seeds = sorted((Path(eval_dir) / "lmms_eval" / benchmark).glob(f"seed_*/{RUN_RECORD}"))
+    if not seeds:
+        return None, f"{eval_dir} keeps no lmms_eval/{benchmark}/seed_*/{RUN_RECORD}"
+    try:
+        record = json.loads(seeds[0].read_text(encoding="utf-8"))
+        root = record["env"][DATA_ROOT_ENV]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        return None, f"{seeds[0]}: no readable env.{DATA_ROOT_ENV} ({error})"
+    return Path(root), None
+
+
+def _task_docs(task: str, root: Path) -> list[dict[str, Any]]:
+    """`evaluation.tasks.load_task_docs`, cached by the task's data files."""
+    files = resolve_task_files(task, root)["files"]
+    key = ("docs", task, str(root), *(file_key(Path(name)) for name in files))
+    return CACHE.get_or_load(key, lambda: load_task_docs(task, root))
+
+
+def item_images(eval_dir: Path, item: Item) -> tuple[list[Any], str | None]:
+    """The prompt images of one evaluated item as PIL images, read from the data its
+    evaluation used (`eval_data_root`; lmms-eval's doc_id is the row's position), and None;
+    or [] and why none is shown (data moved or changed since, no image in the row).
+
+    The row is checked against the record first: a row whose gold answer is not the
+    record's is not the item that was scored, so its image is not shown.
+    """
+    root, problem = eval_data_root(eval_dir, item.benchmark)
+    if root is None:
+        return [], problem
+    try:
+        docs = _task_docs(item.task, root)
+    except (OSError, ValueError) as error:
+        return [], f"the evaluation's data under {root} cannot be read ({error})"
+    position = int(item.doc_id) if str(item.doc_id).isdigit() else -1
+    if not 0 <= position < len(docs):
+        return [], f"doc_id {position} is no row of {item.task} under {root} ({len(docs)} rows)"
+    doc = docs[position]
+    gold = doc_to_target(item.task, doc)
+    if item.answer is not None and str(gold) != str(item.answer):
+        return [], (
+            f"row {position} of {item.task} under {root} has the gold answer {gold!r}, the "
+            f"record {item.answer!r}: the data changed after the evaluation"
+        )
+    try:
+        images = doc_images(item.task, doc)
+    except (OSError, ValueError) as error:
+        return [], str(error)
+    return images, None if images else "this item has no image"

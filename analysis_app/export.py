@@ -18,7 +18,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis_app import data, figures, tables
+from analysis_app import data, figures, seeds, tables
 from care.runlog import RunLogError
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -174,6 +174,23 @@ def run_labels(run_dirs: Sequence[Path]) -> dict[str, Path]:
             depth[path] += 1
 
 
+def write_seed_group_smoothness(
+    steps: pd.DataFrame, runs: dict[str, Path], out_dir: Path
+) -> tuple[list[Path], list[str]]:
+    """``smoothness_seeds.{tex,csv,md}`` when two or more of `runs` differ only by seed
+    (`analysis_app.seeds`): the smoothness table with each seed group's mean and ± 95 % rows
+    (`tables.seed_group_smoothness_table`, nothing bold: a half-width is no score). Nothing
+    otherwise. Returns the files written and a warning for each unreadable config.
+    """
+    configs, warnings = data.configs_of_runs(runs)
+    groups = seeds.several(seeds.seed_groups(configs))
+    if not groups:
+        return [], warnings
+    table = tables.seed_group_smoothness_table(tables.smoothness_table(steps), groups)
+    caption = "Training smoothness per run and per seed group (mean and 95 % half-width)"
+    return _write_table(table, out_dir, "smoothness_seeds", caption, digits=4, best={}), warnings
+
+
 def export_runs(
     run_dirs: Sequence[Path],
     out_dir: Path,
@@ -185,7 +202,8 @@ def export_runs(
 ) -> ExportReport:
     """Write every table and figure of the given runs into `out_dir`.
 
-    Tables: signal_summary, smoothness, compare (two or more runs), evaluation and
+    Tables: signal_summary, smoothness, smoothness_seeds (runs that differ only by seed),
+    compare (two or more runs), evaluation and
     evaluation_delta (runs with evaluation results). Figures: failure_share, group_types,
     rescue_rgr, variance_ratio (when logged), accuracy and reward (raw faint under the EMA),
     eval_accuracy (when evaluated).
@@ -231,6 +249,9 @@ def export_runs(
         "Training smoothness (lower is smoother)",
         digits=4,
     )
+    seed_files, seed_warnings = write_seed_group_smoothness(steps, runs, out_dir)
+    report.files += seed_files
+    report.warnings += seed_warnings
     if len(runs) > 1:
         compare = tables.compare_table(
             steps, ["acc/mean", "reward/mean", "signal/failure_share_seq"], smoothing=smoothing

@@ -2,15 +2,16 @@
 
 Step frames are "wide": one row per (run, step) with columns ``run``, ``step`` and one column per
 metric (as `analysis_app.data.steps_of_runs` returns). Each builder draws every run that has the
-metric; colour says which run, line dash says which metric. Long curves are thinned for drawing
-by keeping each bucket's lowest and highest point, so spikes stay visible (smoothing is computed
-on the full series first).
+metric; colour says which run, line dash says which metric. Runs that differ only by seed can be
+drawn as one seed group: their mean curve in a 95 % band (`line_figure`). Long curves are thinned
+for drawing by keeping each bucket's lowest and highest point, so spikes stay visible (smoothing
+is computed on the full series first).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from care.metrics.smoothness import debiased_ema
+from care.stats import mean_interval
 
 MAX_POINTS = 2000
 """Points drawn per curve; more are thinned by `decimate` (the data are not changed)."""
@@ -37,6 +39,8 @@ RUN_COLOURS = (
 )
 METRIC_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 RAW_OPACITY = 0.25
+BAND_OPACITY = 0.2
+"""Opacity of a seed group's 95 % band under its mean curve."""
 
 METRIC_LABELS = {
     "signal/failure_share_seq": "failure share (seq)",
@@ -133,15 +137,20 @@ ACCURACY_METRICS = ("acc/mean", "val/acc")
 is memorisation, not learning."""
 
 
-def accuracy_figure(frame: pd.DataFrame, smoothing: float = 0.0) -> go.Figure:
-    """Training and held-out accuracy over steps for every run in `frame` (step 0 of the
-    held-out curve is the starting policy)."""
+def accuracy_figure(
+    frame: pd.DataFrame,
+    smoothing: float = 0.0,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
+) -> go.Figure:
+    """Training and held-out accuracy over steps for every run (or seed group) in `frame`
+    (step 0 of the held-out curve is the starting policy)."""
     return line_figure(
         frame,
         list(ACCURACY_METRICS),
         title="Accuracy: training rollouts and held-out validation",
         y_title="accuracy",
         smoothing=smoothing,
+        seed_groups=seed_groups,
     )
 
 
@@ -224,6 +233,7 @@ def line_figure(
     show_raw: bool | None = None,
     max_points: int = MAX_POINTS,
     y_range: tuple[float, float] | None = None,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> go.Figure:
     """Curves of `metrics` over steps for every run in `frame`.
 
@@ -231,66 +241,50 @@ def line_figure(
     debiased-EMA curve (`care.metrics.smoothness.debiased_ema`); with 0 only the raw curve is
     drawn, solid. A run without a metric (e.g. no RGR in a GRPO run) simply has no trace.
 
+    A seed group (`seed_groups`: its name -> its runs, see `analysis_app.seeds`) is drawn as
+    one curve in place of its runs: per step the mean of the runs' curves (each smoothed as a
+    single run's is) over the runs that logged that step, in a band of the 95 % Student-t
+    interval over them (`seed_band`).
+
     Args:
         frame: [rows] with columns run, step and the metrics.
         metrics: metric columns to draw, in legend order.
         smoothing: EMA weight in [0, 1).
 
     Example: ``line_figure(steps, ["acc/mean"], title="Accuracy", y_title="acc", smoothing=0.6)``
-    -> for two runs, 4 traces: raw and smoothed per run.
+    -> for two runs, 4 traces: raw and smoothed per run; with ``seed_groups={"care (2 seeds)":
+    ["care_seed0", "care_seed1"]}`` and those two runs, 3 traces: band low, band high, mean.
     """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-    runs = _runs_in(frame)
+    curves = _curves(_runs_in(frame), seed_groups or {})
     draw_raw_faint = smoothing > 0.0 if show_raw is None else show_raw
-    several_runs = len(runs) > 1
+    several_curves = len(curves) > 1
     figure = go.Figure()
-    for run_position, run in enumerate(runs):
-        colour = RUN_COLOURS[run_position % len(RUN_COLOURS)]
-        run_rows = frame[frame["run"] == run]
+    for position, (curve, runs) in enumerate(curves):
+        colour = RUN_COLOURS[position % len(RUN_COLOURS)]
+        rows = frame[frame["run"].isin(runs)]
         for metric_position, metric in enumerate(metrics):
-            if metric not in run_rows.columns:
-                continue
-            steps, values = _series(run_rows, metric)
-            if not np.isfinite(values).any():
+            if metric not in rows.columns:
                 continue
             label = metric_label(metric)
-            name = f"{run} · {label}" if several_runs else label
-            dash = METRIC_DASHES[metric_position % len(METRIC_DASHES)]
-            group = f"{run}|{metric}"
-            if draw_raw_faint:
-                raw_x, raw_y = decimate(steps, values, max_points)
-                figure.add_trace(
-                    go.Scatter(
-                        x=raw_x,
-                        y=raw_y,
-                        mode="lines",
-                        name=f"{name} (raw)",
-                        legendgroup=group,
-                        showlegend=False,
-                        opacity=RAW_OPACITY,
-                        line={"color": colour, "width": 1, "dash": dash},
-                        hovertemplate=f"{name} raw<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
-                    )
-                )
-            shown = debiased_ema(values, smoothing) if smoothing > 0.0 else values
-            line_x, line_y = decimate(steps, shown, max_points)
-            figure.add_trace(
-                go.Scatter(
-                    x=line_x,
-                    y=line_y,
-                    mode="lines",
-                    name=name,
-                    legendgroup=group,
-                    line={"color": colour, "width": 2, "dash": dash},
-                    connectgaps=True,
-                    hovertemplate=f"{name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
-                )
+            style = _CurveStyle(
+                name=f"{curve} · {label}" if several_curves else label,
+                group=f"{curve}|{metric}",
+                colour=colour,
+                dash=METRIC_DASHES[metric_position % len(METRIC_DASHES)],
             )
+            if len(runs) == 1:
+                _add_run_traces(figure, rows, metric, smoothing, draw_raw_faint, max_points, style)
+            else:
+                band = seed_band(rows, metric, smoothing, max_points)
+                _add_band_traces(figure, band, style)
     if not figure.data:
         wanted = ", ".join(metrics)
         return _empty_figure(title, f"no logged values of {wanted}")
     subtitle = f"EMA smoothing {smoothing:.2f}, raw curve faint" if draw_raw_faint else "raw"
+    if any(len(runs) > 1 for _, runs in curves):
+        subtitle += "; seed groups: mean over seeds, band = 95 % t-interval"
     figure.update_layout(
         title={"text": f"{title}<br><sup>{subtitle}</sup>"},
         template="plotly_white",
@@ -308,6 +302,153 @@ def line_figure(
     return figure
 
 
+def _curves(
+    runs: Sequence[str], seed_groups: Mapping[str, Sequence[str]]
+) -> list[tuple[str, list[str]]]:
+    """(name, runs) of every curve, in the order of `runs`: a seed group where its first run
+    is, with those of its runs that are in `runs`; every other run alone under its own name.
+    A group with one run left is that run."""
+    group_of = {run: name for name, members in seed_groups.items() for run in members}
+    curves: dict[str, list[str]] = {}
+    for run in runs:
+        curves.setdefault(group_of.get(run, run), []).append(run)
+    return [(name if len(members) > 1 else members[0], members) for name, members in curves.items()]
+
+
+@dataclass(frozen=True)
+class _CurveStyle:
+    name: str
+    group: str
+    colour: str
+    dash: str
+
+
+def _add_run_traces(
+    figure: go.Figure,
+    rows: pd.DataFrame,
+    metric: str,
+    smoothing: float,
+    draw_raw_faint: bool,
+    max_points: int,
+    style: _CurveStyle,
+) -> None:
+    """One run's curve of `metric`: the raw curve faint (when asked) under the smoothed one."""
+    steps, values = _series(rows, metric)
+    if not np.isfinite(values).any():
+        return
+    if draw_raw_faint:
+        raw_x, raw_y = decimate(steps, values, max_points)
+        figure.add_trace(
+            go.Scatter(
+                x=raw_x,
+                y=raw_y,
+                mode="lines",
+                name=f"{style.name} (raw)",
+                legendgroup=style.group,
+                showlegend=False,
+                opacity=RAW_OPACITY,
+                line={"color": style.colour, "width": 1, "dash": style.dash},
+                hovertemplate=f"{style.name} raw<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+            )
+        )
+    shown = debiased_ema(values, smoothing) if smoothing > 0.0 else values
+    line_x, line_y = decimate(steps, shown, max_points)
+    figure.add_trace(
+        go.Scatter(
+            x=line_x,
+            y=line_y,
+            mode="lines",
+            name=style.name,
+            legendgroup=style.group,
+            line={"color": style.colour, "width": 2, "dash": style.dash},
+            connectgaps=True,
+            hovertemplate=f"{style.name}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class SeedBand:
+    """A seed group's curve: at each drawn step, the mean over the runs that logged it, the
+    95 % Student-t interval (NaN where only one did) and how many runs that is."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: np.ndarray
+
+
+def seed_band(
+    rows: pd.DataFrame, metric: str, smoothing: float = 0.0, max_points: int = MAX_POINTS
+) -> SeedBand:
+    """The mean curve of `metric` over the runs in `rows` with its 95 % band.
+
+    Each run's curve is smoothed on its own (`debiased_ema`, as when it is drawn alone), then
+    at each step the curves of the runs that logged the step are averaged and given
+    `care.stats.mean_interval` (mean ± t·sd/√n). The mean curve is thinned by `decimate` first,
+    so the intervals are computed at the drawn steps only.
+
+    Example: two runs with raw values 0.2 and 0.4 at step 3 (smoothing 0) -> mean 0.3, band
+    0.3 ± 12.71 · 0.1414 / √2 = [-0.971, 1.571], runs 2.
+    """
+    curves = {}
+    for run, run_rows in rows.groupby("run", sort=False):
+        steps, values = _series(run_rows, metric)
+        smoothed = debiased_ema(values, smoothing) if smoothing > 0.0 else values
+        curves[run] = pd.Series(smoothed, index=steps)
+    table = pd.DataFrame(curves).sort_index()
+    steps, mean = decimate(table.index.to_numpy(), table.mean(axis=1).to_numpy(), max_points)
+    values = table.loc[steps].to_numpy()
+    intervals = [mean_interval(row[np.isfinite(row)]) for row in values]
+    return SeedBand(
+        steps=steps,
+        mean=mean,
+        low=np.array([interval.low for interval in intervals]),
+        high=np.array([interval.high for interval in intervals]),
+        runs=np.array([interval.n for interval in intervals]),
+    )
+
+
+def _add_band_traces(figure: go.Figure, band: SeedBand, style: _CurveStyle) -> None:
+    """A seed group's band (its lower edge, then its upper edge filled down to it) and its
+    mean curve; the hover says over how many runs each point is averaged."""
+    if band.steps.size == 0:
+        return
+    red, green, blue = (int(style.colour[i : i + 2], 16) for i in (1, 3, 5))
+    for edge, values in (("low", band.low), ("high", band.high)):
+        figure.add_trace(
+            go.Scatter(
+                x=band.steps,
+                y=values,
+                mode="lines",
+                name=f"{style.name} 95 % band ({edge})",
+                legendgroup=style.group,
+                showlegend=False,
+                line={"color": style.colour, "width": 0},
+                fill="tonexty" if edge == "high" else None,
+                fillcolor=f"rgba({red}, {green}, {blue}, {BAND_OPACITY})",
+                hoverinfo="skip",
+            )
+        )
+    figure.add_trace(
+        go.Scatter(
+            x=band.steps,
+            y=band.mean,
+            customdata=band.runs,
+            mode="lines",
+            name=style.name,
+            legendgroup=style.group,
+            line={"color": style.colour, "width": 2, "dash": style.dash},
+            connectgaps=True,
+            hovertemplate=(
+                f"{style.name}<br>step %{{x}}: %{{y:.4g}} (mean of %{{customdata}} runs)"
+                "<extra></extra>"
+            ),
+        )
+    )
+
+
 def _integer_step_axis(figure: go.Figure, steps: pd.Series, title: str = "step") -> None:
     """Steps are integers: on a short run, tick every step instead of at 1.5, 2.5, ..."""
     figure.update_xaxes(title_text=title)
@@ -316,8 +457,14 @@ def _integer_step_axis(figure: go.Figure, steps: pd.Series, title: str = "step")
         figure.update_xaxes(dtick=1)
 
 
-def smoothed_metric_figure(frame: pd.DataFrame, metric: str, smoothing: float) -> go.Figure:
-    """One metric per run: the raw curve faint under its debiased EMA (always both)."""
+def smoothed_metric_figure(
+    frame: pd.DataFrame,
+    metric: str,
+    smoothing: float,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
+) -> go.Figure:
+    """One metric per run: the raw curve faint under its debiased EMA (always both); a seed
+    group's mean curve in its 95 % band."""
     return line_figure(
         frame,
         [metric],
@@ -325,22 +472,33 @@ def smoothed_metric_figure(frame: pd.DataFrame, metric: str, smoothing: float) -
         y_title=metric,
         smoothing=smoothing,
         show_raw=True,
+        seed_groups=seed_groups,
     )
 
 
 def signal_figures(
-    frame: pd.DataFrame, smoothing: float = 0.0, *, logged_only: bool = False
+    frame: pd.DataFrame,
+    smoothing: float = 0.0,
+    *,
+    logged_only: bool = False,
+    seed_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, go.Figure]:
     """The `SIGNAL_FIGURES`, built from `frame`, by export file name.
 
     logged_only: leave out a figure none of whose metrics any run logged (a GRPO run has no
         rescue or RGR rate); otherwise such a figure says so on an empty plot.
+    seed_groups: drawn as one mean curve in a 95 % band each (`line_figure`).
 
     Example: ``signal_figures(steps)["failure_share"]`` draws each run's four failure shares.
     """
     return {
         name: line_figure(
-            frame, spec.metrics, title=spec.title, y_title=spec.y_title, smoothing=smoothing
+            frame,
+            spec.metrics,
+            title=spec.title,
+            y_title=spec.y_title,
+            smoothing=smoothing,
+            seed_groups=seed_groups,
         )
         for name, spec in SIGNAL_FIGURES.items()
         if not logged_only or has_metrics(frame, spec.metrics)

@@ -4,7 +4,9 @@ The view lives in the URL query (TensorBoard style), so a link reproduces what s
 
 - ``run`` (repeated): the selected runs, as paths relative to the runs root;
 - ``smoothing``: the EMA weight of the curves, 0 .. 0.99;
-- page-specific keys (``browse``, ``step``, ``group``, ``metric``, ``reference``, ``baseline``).
+- ``group_seeds``: 1 or 0, whether runs that differ only by seed are drawn as one;
+- page-specific keys (``browse``, ``step``, ``group``, ``metric``, ``reference``, ``baseline``,
+  ``a``, ``b``, ``benchmark``, ``outcome``, ``error``, ``item``).
 
 Every value read from the URL is validated; a bad one is reported on the page and replaced by
 the default, never trusted (a run path that leaves the runs root is refused).
@@ -13,14 +15,14 @@ the default, never trusted (a run path that leaves the runs root is refused).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from analysis_app import data, figures
+from analysis_app import data, figures, seeds
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,15 @@ PAGES = (
     PageEntry("hard_negatives.py", "Hard negatives", ":material/search:"),
     PageEntry("evaluation.py", "Evaluation", ":material/target:"),
     PageEntry("compare.py", "Compare", ":material/compare_arrows:"),
+    PageEntry("compare_checkpoints.py", "Compare checkpoints", ":material/difference:"),
 )
-SHARED_PARAMS = ("run", "smoothing")
+SHARED_PARAMS = ("run", "smoothing", "group_seeds")
 """Query keys every page understands; the page links carry them, page-specific keys stay behind."""
 ENTRY_SCRIPT = "app.py"
 
 PARAM_RUNS = "run"
 PARAM_SMOOTHING = "smoothing"
+PARAM_GROUP_SEEDS = "group_seeds"
 DEFAULT_SMOOTHING = 0.6
 MAX_SMOOTHING = 0.99
 DEFAULT_RUN_COUNT = 4
@@ -148,6 +152,48 @@ def smoothing_slider() -> float:
     return float(smoothing)
 
 
+def seed_groups_toggle(runs: dict[str, Path]) -> dict[str, tuple[str, ...]]:
+    """The selected runs' seed groups to draw as one (`analysis_app.seeds`; name -> runs),
+    behind the sidebar toggle "Group seeds" (``?group_seeds=1|0``).
+
+    The toggle appears only when two or more selected runs differ only by seed, and is then on
+    unless the URL says 0; a caption names each group's runs and seeds. Off, or without such
+    runs: {}.
+    """
+    configs, warnings = data.configs_of_runs(runs)
+    show_warnings(warnings)
+    groups = [group for group in seeds.seed_groups(configs) if len(group.runs) > 1]
+    if not groups:
+        return {}
+    raw = url_value(PARAM_GROUP_SEEDS)
+    if raw not in (None, "0", "1"):
+        st.warning(f"Ignored {PARAM_GROUP_SEEDS}={raw!r} from the URL: it must be 1 or 0.")
+    grouped = st.sidebar.toggle(
+        "Group seeds",
+        value=raw != "0",
+        key="view_group_seeds",
+        help=(
+            "Draw runs whose configs differ only in run.seed, run.name and run.out_dir (and "
+            "per-seed paths such as data_seed0/) as one mean curve in a 95 % Student-t band."
+        ),
+    )
+    _set_param(PARAM_GROUP_SEEDS, "1" if grouped else "0")
+    if not grouped:
+        return {}
+    described = "; ".join(_seed_group_text(group) for group in groups)
+    st.caption(
+        "Seed groups, each drawn as the mean of its runs' curves in a band of the 95 % "
+        f"Student-t interval over the runs that logged the step: {described}."
+    )
+    return seeds.several(groups)
+
+
+def _seed_group_text(group: seeds.SeedGroup) -> str:
+    """``"**a_seed* (2 seeds)**: a_seed0 (seed 0), a_seed1 (seed 1)"``."""
+    pairs = zip(group.runs, group.seeds, strict=True)
+    return f"**{group.label}**: " + ", ".join(f"{run} (seed {seed})" for run, seed in pairs)
+
+
 def selected_steps(
     *, min_runs: int = 1, prompt: str = "Pick one or more runs in the sidebar."
 ) -> tuple[dict[str, Path], pd.DataFrame, float] | None:
@@ -243,11 +289,18 @@ def show_table(
     hide_index: bool = False,
     column_config: dict | None = None,
     key: str | None = None,
+    formats: Mapping[str, str] | None = None,
 ) -> None:
-    """A data frame with fixed decimals and "–" for missing values (Streamlit writes "None")."""
-    numeric = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    """A data frame with fixed decimals and "–" for missing values (Streamlit writes "None");
+    `formats` gives some float columns their own pattern (p-values: ``"{:.3g}"``)."""
+    formats = formats or {}
+    numeric = [
+        c for c in frame.columns if pd.api.types.is_float_dtype(frame[c]) and c not in formats
+    ]
     pattern = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     styled = frame.style.format(pattern, subset=numeric, na_rep="–")
+    for column, column_pattern in formats.items():
+        styled = styled.format(column_pattern, subset=[column], na_rep="–")
     st.dataframe(styled, hide_index=hide_index, column_config=column_config, key=key)
 
 

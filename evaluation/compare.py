@@ -44,7 +44,8 @@ class CompareError(ValueError):
 @dataclass(frozen=True)
 class Item:
     """One scored item of one side: its key, verdict, extracted answer and error type
-    (`evaluation.taxonomy.error_type`)."""
+    (`evaluation.taxonomy.error_type`), and what a reader of the item needs: the prompt's text
+    (the record's ``input``), the gold answer and the response."""
 
     benchmark: str
     task: str
@@ -52,6 +53,9 @@ class Item:
     correct: bool
     extracted: str | None
     error: str
+    question: str | None
+    answer: str | None
+    response: str | None
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,22 @@ def load_items(folder: Path) -> dict[str, list[Item]]:
         if not records:
             continue
         first_seed = min(seed for seed, _ in records)
-        items[benchmark] = [
-            Item(
-                benchmark, r["task"], r["doc_id"], bool(r["acc"]), r.get("extracted"), error_type(r)
-            )
-            for seed, r in records
-            if seed == first_seed
-        ]
+        items[benchmark] = [_item(benchmark, r) for seed, r in records if seed == first_seed]
     return items
+
+
+def _item(benchmark: str, record: dict[str, Any]) -> Item:
+    return Item(
+        benchmark=benchmark,
+        task=record["task"],
+        doc_id=record["doc_id"],
+        correct=bool(record["acc"]),
+        extracted=record.get("extracted"),
+        error=error_type(record),
+        question=record.get("input"),
+        answer=record.get("answer"),
+        response=record.get("response"),
+    )
 
 
 def paired(benchmark: str, a: list[Item], b: list[Item]) -> list[tuple[Item, Item]]:
@@ -148,6 +160,23 @@ def paired(benchmark: str, a: list[Item], b: list[Item]) -> list[tuple[Item, Ite
     return [(item, b_by_key[key]) for item, key in zip(a, a_keys, strict=True)]
 
 
+def different_items(pairs: list[tuple[Item, Item]]) -> int:
+    """How many pairs recorded another question or gold answer on each side: the same doc_id
+    of two different data files (e.g. the demo's test splits of two seeds) pairs unrelated
+    items. A side that did not record them is not counted.
+
+    Example: gold "3" in A and "5" in B for doc_id 0 -> 1.
+    """
+    return sum(
+        1
+        for x, y in pairs
+        if any(
+            left is not None and right is not None and left != right
+            for left, right in ((x.question, y.question), (x.answer, y.answer))
+        )
+    )
+
+
 def compare_folders(
     a: str | Path,
     b: str | Path,
@@ -158,7 +187,8 @@ def compare_folders(
 ) -> tuple[list[BenchmarkComparison], list[tuple[Item, Item]]]:
     """The per-benchmark rows (then the macro row) and every item pair; see the module doc.
 
-    Benchmarks evaluated on one side only are left out and reported through `note`.
+    Benchmarks evaluated on one side only are left out and reported through `note`, as are
+    paired items whose question or gold answer differ between A and B (`different_items`).
     """
     items_a, items_b = load_items(results_folder(a)), load_items(results_folder(b))
     shared = [name for name in items_a if name in items_b]
@@ -174,6 +204,13 @@ def compare_folders(
     total = sum(len(items_a[name]) for name in shared)
     for name in shared:
         matched = paired(name, items_a[name], items_b[name])
+        differing = different_items(matched)
+        if differing:
+            note(
+                f"{name}: {differing} of {len(matched)} paired items have another question or "
+                "gold answer in B than in A (evaluated on different data?), so they are not "
+                "the same items"
+            )
         pairs.extend(matched)
         scores_a = np.array([x.correct for x, _ in matched], dtype=np.float64)
         scores_b = np.array([y.correct for _, y in matched], dtype=np.float64)

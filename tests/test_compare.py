@@ -102,3 +102,23 @@ def test_a_checkpoint_path_reads_its_runs_eval_folder(tmp_path: Path) -> None:
     rows, _ = compare_folders(a, b, resamples=200)
     assert rows[0].counts == {"fixed": 2, "broken": 0, "both right": 1, "both wrong": 0}
     assert rows[0].p_value == pytest.approx(0.5)  # 2 fixed, 0 broken: 2 · (1/2)²
+
+
+def test_pairs_of_different_questions_are_noted(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_eval(a, "care_synth", [True, False, True])
+    write_eval(b, "care_synth", [True, True, True])
+    records = [
+        json.loads(line) for line in (b / "care_synth_samples.jsonl").read_text().splitlines()
+    ]
+    records[1]["answer"] = "D"  # the doc_id of another data file
+    (b / "care_synth_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    notes: list[str] = []
+    compare_folders(a, b, resamples=100, note=notes.append)
+    assert notes == [
+        "care_synth: 1 of 3 paired items have another question or gold answer in B than in A "
+        "(evaluated on different data?), so they are not the same items"
+    ]
+    same: list[str] = []
+    compare_folders(a, a, resamples=100, note=same.append)
+    assert same == []

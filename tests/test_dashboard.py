@@ -7,6 +7,9 @@ negatives 0 (d = 0.08) and 3 (d = 0.24), advantages [0, 0, 2, -0.5].
 
 from __future__ import annotations
 
+import base64
+import csv
+import dataclasses
 import json
 import math
 import re
@@ -23,9 +26,10 @@ pytest.importorskip(
 from fixtures.runs import write_synthetic_run  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from analysis_app import data, figures, tables  # noqa: E402
+from analysis_app import data, export, figures, seeds, tables  # noqa: E402
 from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E402
 from care.runlog import HardNegative, RunReader  # noqa: E402
+from evaluation.compare import OUTCOMES, compare_folders, load_items  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
 PAGE_FILES = (
@@ -35,6 +39,7 @@ PAGE_FILES = (
     "hard_negatives.py",
     "evaluation.py",
     "compare.py",
+    "compare_checkpoints.py",
 )
 CARE_EVAL = {
     10: {"care_mathvista": 0.70, "care_mmmu": 0.60},
@@ -752,3 +757,392 @@ def test_a_version_1_run_is_migrated_for_the_dashboard(
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
     assert "(reward unknown, advantage unknown)" in texts(app)
     assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds as one curve
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t bounds, computed here without care.stats."""
+    from scipy import stats as scipy_stats
+
+    array = np.asarray(values, dtype=float)
+    half = scipy_stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
+    return float(array.mean()), float(array.mean() - half), float(array.mean() + half)
+
+
+def test_seed_groups_join_runs_whose_configs_differ_only_by_seed() -> None:
+    def config(seed: int, name: str, lr: float = 1e-6, data: str | None = None) -> dict:
+        return {
+            "run": {"name": name, "seed": seed, "out_dir": f"/out/{name}"},
+            "data": {"train_files": [data or f"/data/synth_seed{seed}/train.jsonl"]},
+            "optim": {"lr": lr},
+        }
+
+    configs = {
+        "care_seed0": config(0, "care_seed0"),
+        "care_seed1": config(1, "care_seed1"),
+        "care_lr": config(2, "care_lr", lr=2e-6),  # another setting
+        "care_copy": config(1, "care_copy"),  # seed 1 is already in the first group
+        "care_seed10": config(1, "care_seed10", data="/data/synth_seed10/train.jsonl"),
+        "plain": {},  # no config
+    }
+    groups = seeds.seed_groups(configs)
+    assert [(g.label, g.runs, g.seeds) for g in groups] == [
+        ("care_seed* (2 seeds)", ("care_seed0", "care_seed1"), (0, 1)),
+        ("care_lr", ("care_lr",), (2,)),
+        ("care_copy", ("care_copy",), (1,)),
+        ("care_seed10", ("care_seed10",), (1,)),  # seed10 is not seed 1's path
+        ("plain", ("plain",), ()),
+    ]
+    assert seeds.differing_fields(configs["care_seed0"], configs["care_lr"]) == {"optim.lr"}
+    assert seeds.several(groups) == {"care_seed* (2 seeds)": ("care_seed0", "care_seed1")}
+
+
+def test_seed_band_is_the_mean_with_a_t_interval_over_the_runs_that_logged_the_step() -> None:
+    frame = pd.DataFrame(
+        {
+            "run": ["s0"] * 3 + ["s1"] * 3 + ["s2"] * 2,
+            "step": [1, 2, 3, 1, 2, 3, 1, 3],  # s2 did not log step 2
+            "acc/mean": [0.1, 0.3, 0.5, 0.2, 0.2, 0.6, 0.4, 0.7],
+        }
+    )
+    band = figures.seed_band(frame, "acc/mean")
+    assert band.steps.tolist() == [1, 2, 3] and band.runs.tolist() == [3, 2, 3]
+    for position, values in enumerate(([0.1, 0.2, 0.4], [0.3, 0.2], [0.5, 0.6, 0.7])):
+        mean, low, high = t_interval(values)
+        assert (band.mean[position], band.low[position], band.high[position]) == pytest.approx(
+            (mean, low, high)
+        )
+    smoothed = figures.seed_band(frame, "acc/mean", smoothing=0.5)
+    ema = [
+        debiased_ema(frame.loc[frame["run"] == run, "acc/mean"].to_numpy(), 0.5)[-1]
+        for run in ("s0", "s1", "s2")
+    ]
+    assert (smoothed.mean[-1], smoothed.low[-1]) == pytest.approx(t_interval(ema)[:2])
+    figure = figures.line_figure(
+        frame.assign(run=frame["run"].replace("s2", "other")),
+        ["acc/mean"],
+        title="t",
+        y_title="y",
+        seed_groups={"s (2 seeds)": ["s0", "s1"]},
+    )
+    names = [trace.name for trace in figure.data]
+    assert names == [
+        "s (2 seeds) · training accuracy 95 % band (low)",
+        "s (2 seeds) · training accuracy 95 % band (high)",
+        "s (2 seeds) · training accuracy",
+        "other · training accuracy",
+    ]
+    assert figure.data[1].fill == "tonexty"
+    np.testing.assert_allclose(figure.data[2].y, [0.15, 0.25, 0.55])
+
+
+def test_seed_group_smoothness_rows_are_the_mean_and_t_half_width(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        write_synthetic_run(tmp_path / f"care_seed{seed}", steps=20, seed=seed)
+    runs = ["care_seed0", "care_seed1", "care_seed2"]
+    table = tables.smoothness_table(steps_of(tmp_path, *runs))
+    group = "care_seed* (3 seeds)"
+    grouped = tables.seed_group_smoothness_table(table, {group: runs})
+    assert grouped.index.tolist() == [*runs, f"{group}: mean", f"{group}: ± 95 %"]
+    for column in ("smooth/acc_diff_std", "smooth/acc_max_drawdown"):
+        mean, _, high = t_interval(table.loc[runs, column].tolist())
+        assert grouped.loc[f"{group}: mean", column] == pytest.approx(mean)
+        assert grouped.loc[f"{group}: ± 95 %", column] == pytest.approx(high - mean)
+    # Every run logs each series the table reads, so every metric has a mean and an interval.
+    assert grouped.loc[[f"{group}: mean", f"{group}: ± 95 %"]].notna().all().all()
+
+
+@pytest.fixture(scope="module")
+def seed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """care_seed0 and care_seed1 (one setting, two seeds) and grpo (another estimator)."""
+    root = tmp_path_factory.mktemp("seeds")
+    for seed in (0, 1):
+        write_synthetic_run(root / f"care_seed{seed}", steps=20, seed=seed)
+    write_synthetic_run(root / "grpo", steps=20, estimator="grpo")
+    return root
+
+
+def test_smoothness_page_adds_each_seed_groups_mean_and_interval(
+    seed_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ["care_seed0", "care_seed1", "grpo"]
+    app = page("smoothness.py", seed_root, monkeypatch, run=runs, metric="acc/mean")
+    assert app.toggle[0].label == "Group seeds" and app.toggle[0].value is True
+    assert "**care_seed* (2 seeds)**: care_seed0 (seed 0), care_seed1 (seed 1)" in texts(app)
+    table = app.dataframe[0].value
+    group = "care_seed* (2 seeds)"
+    assert list(table.columns) == [*runs, f"{group}: mean", f"{group}: ± 95 %"]
+    expected = [
+        smoothness_summary(raw_steps(seed_root / run))["smooth/acc_diff_std"] for run in runs[:2]
+    ]
+    mean, _, high = t_interval(expected)
+    assert table.loc["smooth/acc_diff_std", f"{group}: mean"] == pytest.approx(mean)
+    assert table.loc["smooth/acc_diff_std", f"{group}: ± 95 %"] == pytest.approx(high - mean)
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    names = [trace["name"] for trace in chart["data"]]
+    assert f"{group} · training accuracy" in names and "care_seed0 · training accuracy" not in names
+    separate = page("smoothness.py", seed_root, monkeypatch, run=runs, group_seeds="0")
+    assert separate.toggle[0].value is False
+    assert list(separate.dataframe[0].value.columns) == runs
+
+
+def test_signal_page_draws_a_seed_group_as_its_mean_and_band(
+    seed_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ["care_seed0", "care_seed1"]
+    app = page("training_signal.py", seed_root, monkeypatch, run=runs, smoothing="0.00")
+    assert app.toggle[0].value is True
+    share = json.loads(app.get("plotly_chart")[1].proto.spec)  # the failure-share figure
+    traces = {trace["name"]: trace for trace in share["data"]}
+    mean = traces["failure share (seq)"]  # one curve only: no run name in the legend
+    assert "failure share (seq) 95 % band (high)" in traces
+    logged = [
+        [record["signal/failure_share_seq"] for record in raw_steps(seed_root / run)]
+        for run in runs
+    ]
+    assert chart_values(mean["y"]) == pytest.approx(np.mean(logged, axis=0))
+
+
+def test_signal_page_without_seed_groups_shows_no_toggle(
+    runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page("training_signal.py", runs_root, monkeypatch, run=["care", "grpo"])
+    assert len(app.toggle) == 0
+
+
+def chart_values(value: list | dict) -> np.ndarray:
+    """A trace's x or y from a chart's JSON spec: plotly writes numpy arrays as base64 bytes."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value, dtype=float)
+
+
+def test_the_compare_page_draws_the_demos_two_seeds_as_one_band(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = fast_demo
+    names = ["demo_fast_seed0_grpo", "demo_fast_seed1_grpo", "demo_fast_seed0_care"]
+    app = page(
+        "compare.py", out, monkeypatch,
+        run=names, metric=["reward/mean"], baseline=names[0], smoothing="0.00",
+    )  # fmt: skip
+    assert app.toggle[0].value is True
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    traces = {trace["name"]: trace for trace in chart["data"]}
+    group = "demo_fast_seed*_grpo (2 seeds)"
+    mean = traces[f"{group} · reward"]
+    low, high = (
+        traces[f"{group} · reward 95 % band (low)"],
+        traces[f"{group} · reward 95 % band (high)"],
+    )
+    assert "demo_fast_seed0_care · reward" in traces  # the CARE run is no seed of GRPO's
+    rewards = [
+        {
+            record["step"]: record["reward/mean"]
+            for record in RunReader(out / run).steps
+            if "reward/mean" in record
+        }
+        for run in names[:2]
+    ]
+    steps = chart_values(mean["x"])
+    assert steps.tolist() == [1, 2, 3]  # step 0 logs validation only
+    for position, step in enumerate(steps):
+        expected_mean, expected_low, expected_high = t_interval([r[step] for r in rewards])
+        assert chart_values(mean["y"])[position] == pytest.approx(expected_mean)
+        assert chart_values(low["y"])[position] == pytest.approx(expected_low)
+        assert chart_values(high["y"])[position] == pytest.approx(expected_high)
+    assert chart_values(mean["customdata"]).tolist() == [2, 2, 2]
+
+
+def test_export_writes_the_seed_group_smoothness_table(seed_root: Path, tmp_path: Path) -> None:
+    runs = {name: seed_root / name for name in ("care_seed0", "care_seed1", "grpo")}
+    steps, _ = data.steps_of_runs(runs)
+    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    assert [path.name for path in paths] == [
+        "smoothness_seeds.tex", "smoothness_seeds.csv", "smoothness_seeds.md",
+    ]  # fmt: skip
+    assert warnings == []
+    lines = (tmp_path / "smoothness_seeds.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "run", "care_seed0", "care_seed1", "grpo",
+        "care_seed* (2 seeds): mean", "care_seed* (2 seeds): ± 95 %",
+    ]  # fmt: skip
+    assert "textbf" not in (tmp_path / "smoothness_seeds.tex").read_text()
+    only_grpo = {"grpo": runs["grpo"]}
+    assert export.write_seed_group_smoothness(steps, only_grpo, tmp_path / "none") == ([], [])
+
+
+def test_export_groups_the_demos_two_seeds_in_the_smoothness_table(
+    fast_demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = fast_demo
+    names = ["demo_fast_seed0_grpo", "demo_fast_seed1_grpo"]
+    runs = {name: out / name for name in names}
+    steps, _ = data.steps_of_runs(runs)
+    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    assert warnings == [] and tmp_path / "smoothness_seeds.csv" in paths
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "smoothness_seeds.csv").open())}
+    group = "demo_fast_seed*_grpo (2 seeds)"
+    summaries = [smoothness_summary(RunReader(out / name).steps) for name in names]
+    mean, _, high = t_interval([summary["smooth/acc_diff_std"] for summary in summaries])
+    assert float(rows[f"{group}: mean"]["smooth/acc_diff_std"]) == pytest.approx(mean, rel=1e-5)
+    assert float(rows[f"{group}: ± 95 %"]["smooth/acc_diff_std"]) == pytest.approx(
+        high - mean, rel=1e-5
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# compare two checkpoints
+
+
+def write_checkpoint_eval(
+    run_dir: Path, checkpoint: str, data_dir: Path, verdicts: list[bool]
+) -> Path:
+    """``<run>/eval/<checkpoint>`` as care eval leaves it for care_synth on the first
+    len(verdicts) rows of `data_dir`: per-item records and the run.json naming the data root."""
+    folder = run_dir / "eval" / checkpoint
+    record_dir = folder / "lmms_eval" / "care_synth" / "seed_0"
+    record_dir.mkdir(parents=True)
+    (record_dir / "run.json").write_text(
+        json.dumps({"status": "ok", "env": {"CARE_DATA_ROOT": str(data_dir)}})
+    )
+    rows = [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+    lines = []
+    for doc_id, (row, right) in enumerate(zip(rows, verdicts, strict=False)):
+        answer = row["answer"] if right else "17"
+        record = {
+            "task": "care_synth", "seed": 0, "doc_id": doc_id, "input": row["question"],
+            "answer": row["answer"], "response": f"<think>{checkpoint}</think><answer>{answer}</answer>",
+            "extracted": answer, "acc": right, "fmt": True, "verify_status": "ok",
+        }  # fmt: skip
+        lines.append(json.dumps(record) + "\n")
+    (folder / "care_synth_samples.jsonl").write_text("".join(lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run "care" evaluated at step_10 (right on items 0-3 of 12) and step_20 (right on 2-9:
+    6 fixed, 2 broken), and run "other" evaluated on 6 items only."""
+    from care.data.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    data_dir = root / "synth"
+    write_synthetic_dataset(data_dir, seed=0, n_train=0, n_test=12, image_size=56)
+    care = write_synthetic_run(root / "care", steps=3).run_dir
+    write_checkpoint_eval(care, "step_10", data_dir, [i < 4 for i in range(12)])
+    write_checkpoint_eval(care, "step_20", data_dir, [2 <= i < 10 for i in range(12)])
+    other = write_synthetic_run(root / "other", steps=3).run_dir
+    write_checkpoint_eval(other, "step_10", data_dir, [True] * 6)
+    return root
+
+
+def test_compare_checkpoints_page_shows_the_numbers_of_care_compare(
+    checkpoint_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    care = checkpoint_root / "care"
+    app = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", outcome="broken",
+    )  # fmt: skip
+    rows, pairs = compare_folders(care / "eval" / "step_10", care / "eval" / "step_20")
+    table = app.dataframe[0].value
+    assert table.index.tolist() == ["care_synth", "macro average (1)"]
+    row = table.loc["care_synth"]
+    assert row["B − A"] == pytest.approx(100 * rows[0].difference.estimate)
+    assert row["B − A"] == pytest.approx(100 / 3)  # 8 of 12 right after, 4 before
+    assert (row["95 % low"], row["95 % high"]) == pytest.approx(
+        (100 * rows[0].difference.low, 100 * rows[0].difference.high)
+    )
+    assert row["McNemar p"] == pytest.approx(rows[0].p_value)
+    assert row["McNemar p"] == pytest.approx(2 * 37 / 2**8)  # 6 fixed vs 2 broken: 2·P(X ≤ 2)
+    assert row["Holm p"] == pytest.approx(rows[0].p_holm)
+    assert math.isnan(table.loc["macro average (1)", "Holm p"])
+    assert row[list(OUTCOMES)].tolist() == [6, 2, 2, 2]
+    items = app.dataframe[1].value
+    assert items["doc_id"].tolist() == ["0", "1"] and set(items["outcome"]) == {"broken"}
+    assert items["B answer"].tolist() == ["17", "17"]
+    shown = texts(app)
+    assert pairs[0][0].question in shown
+    assert "<think>step_20</think><answer>17</answer>" in shown
+    assert len(app.get("image")) == 1  # the item's image, from the data root the eval used
+
+
+def test_compare_checkpoints_filters_items_by_benchmark_outcome_and_error_type(
+    checkpoint_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", error="correct", outcome="both wrong",
+    )  # fmt: skip
+    assert "No item matches these filters." in texts(app)
+    fixed = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run="care", a="care @ step_10", b="care @ step_20", outcome="fixed", benchmark="care_synth",
+    )  # fmt: skip
+    assert fixed.dataframe[1].value["doc_id"].tolist() == ["4", "5", "6", "7", "8", "9"]
+    assert "6 of 12 items match." in texts(fixed)
+
+
+def test_compare_checkpoints_explains_what_cannot_be_compared(
+    checkpoint_root: Path, runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mismatched = page(
+        "compare_checkpoints.py", checkpoint_root, monkeypatch,
+        run=["care", "other"], a="care @ step_10", b="other @ step_10",
+    )  # fmt: skip
+    assert "care_synth: A and B scored different items (12 vs 6" in mismatched.info[0].value
+    unevaluated = page("compare_checkpoints.py", runs_root, monkeypatch, run="sweep/live")
+    assert "found none" in unevaluated.info[0].value
+
+
+def test_an_item_image_is_not_shown_when_the_data_changed(
+    checkpoint_root: Path, tmp_path: Path
+) -> None:
+    folder = checkpoint_root / "care" / "eval" / "step_10"
+    item = load_items(folder)["care_synth"][0]
+    images, problem = data.item_images(folder, item)
+    assert len(images) == 1 and problem is None
+    changed = dataclasses.replace(item, answer="not the gold")
+    images, problem = data.item_images(folder, changed)
+    assert images == [] and "the data changed after the evaluation" in problem
+    missing, why = data.item_images(tmp_path, item)
+    assert missing == [] and "keeps no lmms_eval/care_synth/seed_*/run.json" in why
+
+
+def test_the_compare_checkpoints_page_compares_the_demos_checkpoints(
+    fast_demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = fast_demo
+    runs = {name: out / name for name in ("demo_fast_seed0_sft", "demo_fast_seed0_grpo")}
+    checkpoints = data.evaluated_checkpoints(runs)
+    warm, blank, final = checkpoints  # step_N, step_N_blank, then GRPO's last step
+    assert blank == f"{warm}_blank"
+    app = page("compare_checkpoints.py", out, monkeypatch, run=list(runs), a=warm, b=final)
+    rows, _ = compare_folders(checkpoints[warm], checkpoints[final])
+    table = app.dataframe[0].value
+    assert table.loc["care_synth", "B − A"] == pytest.approx(100 * rows[0].difference.estimate)
+    assert table.loc["care_synth", "McNemar p"] == pytest.approx(rows[0].p_value)
+    assert table.loc["care_synth", list(OUTCOMES)].tolist() == list(rows[0].counts.values())
+    assert len(app.get("image")) == 1
+    with_blank = page("compare_checkpoints.py", out, monkeypatch, run=list(runs), a=warm, b=blank)
+    assert "B was evaluated on other data" in texts(with_blank)
+    assert len(with_blank.get("image")) == 2  # the real image for A, the blank one for B
+    assert not with_blank.warning  # same questions and golds, other images
+    other_seed = "demo_fast_seed1_sft"
+    seeds_apart = page(
+        "compare_checkpoints.py", out, monkeypatch,
+        run=["demo_fast_seed0_sft", other_seed], a=warm, b=warm.replace("seed0", "seed1"),
+    )  # fmt: skip
+    rows = [
+        [json.loads(line) for line in (folder / "care_synth_samples.jsonl").open()]
+        for folder in (checkpoints[warm], out / other_seed / "eval" / checkpoints[warm].name)
+    ]
+    differing = sum(
+        (x["input"], x["answer"]) != (y["input"], y["answer"]) for x, y in zip(*rows, strict=True)
+    )
+    assert differing > 0
+    assert f"care_synth: {differing} of {len(rows[0])} paired items" in seeds_apart.warning[0].value

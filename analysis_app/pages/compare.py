@@ -1,4 +1,5 @@
-"""Compare: pick runs, see their curves overlaid and a table of differences to a baseline run."""
+"""Compare: pick runs, see their curves overlaid (seeds of one setting as one mean curve in its
+95 % band) and a table of differences to a baseline run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def body() -> None:
     if selection is None:
         return
     runs, steps, smoothing = selection
+    seed_groups = view.seed_groups_toggle(runs)
     numeric = view.numeric_metrics(steps)
     if not numeric:
         st.info("The selected runs have no logged steps yet.")
@@ -27,7 +29,7 @@ def body() -> None:
         return
     for metric in metrics:
         st.plotly_chart(
-            figures.smoothed_metric_figure(steps, metric, smoothing),
+            figures.smoothed_metric_figure(steps, metric, smoothing, seed_groups),
             theme=None,
             key=f"cmp_{metric}",
         )

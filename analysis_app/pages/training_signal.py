@@ -12,6 +12,7 @@ def body() -> None:
     if selection is None:
         return
     runs, steps, smoothing = selection
+    seed_groups = view.seed_groups_toggle(runs)
     empty = [name for name in runs if not (steps["run"] == name).any()]
     if empty:
         st.info(f"No steps logged yet by: {', '.join(empty)}.")
@@ -34,8 +35,10 @@ def body() -> None:
                 "RGR are not shown for it."
             )
     if figures.has_metrics(steps, figures.ACCURACY_METRICS):
-        st.plotly_chart(figures.accuracy_figure(steps, smoothing), theme=None, key="accuracy")
-    built = figures.signal_figures(steps, smoothing, logged_only=True)
+        st.plotly_chart(
+            figures.accuracy_figure(steps, smoothing, seed_groups), theme=None, key="accuracy"
+        )
+    built = figures.signal_figures(steps, smoothing, logged_only=True, seed_groups=seed_groups)
     for name in figures.SIGNAL_FIGURES:
         if name in built:
             st.plotly_chart(built[name], theme=None, key=f"signal_{name}")
