@@ -133,6 +133,14 @@ def demo(
             "(e.g. after running seeds as separate jobs)."
         ),
     ] = False,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="CPU threads for training and evaluation. A seed reproduces its numbers only "
+            "at the same count (float sums are split per thread); docs/demo.md used 1.",
+        ),
+    ] = 1,
 ) -> None:
     """Synthetic task + tiny model: SFT warm start, then GRPO vs CARE, evaluated and compared."""
     from care.demo import format_report, load_seed, run_demo, summary_file, write_summary
@@ -150,7 +158,9 @@ def demo(
             raise typer.Exit(code=2) from error
         write_summary(out, results, fast=fast)
     else:
-        results = run_demo(out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo)
+        results = run_demo(
+            out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo, threads=threads
+        )
     typer.echo("")
     typer.echo(format_report(results))
     if fast:

@@ -45,6 +45,7 @@ def test_fast_demo_trains_grpo_and_care_from_one_warm_start_per_seed(fast_demo):
 def test_fast_demo_summary_matches_the_harness_samples_and_the_paired_intervals(fast_demo):
     out, _ = fast_demo
     summary = json.loads((out / "demo_fast_summary.json").read_text())
+    assert summary["threads"] == 1  # the default: a seed's numbers depend on the thread count
     assert [entry["seed"] for entry in summary["seeds"]] == [0, 1]
     for entry in summary["seeds"]:
         models = {row["model"]: row for row in entry["models"]}
@@ -133,3 +134,24 @@ def _training() -> dict[str, float]:
         "all_wrong_first10 mixed_first10 val_acc_start val_acc_end"
     )
     return {key: 0.5 for key in keys.split()}
+
+
+def test_cpu_threads_sets_torch_and_subprocess_threads_and_restores_them(monkeypatch):
+    import os
+
+    import torch
+
+    from care.demo import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with cpu_threads(target):
+        assert torch.get_num_threads() == target
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == str(target)
+    assert torch.get_num_threads() == before
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with cpu_threads(0):
+            pass
