@@ -29,6 +29,9 @@ def test_wilson_interval_stays_inside_zero_one_at_the_edges():
     none_right, all_right = wilson_interval(0, 20), wilson_interval(20, 20)
     assert none_right.low == 0.0 and none_right.high == pytest.approx(0.161125, abs=1e-6)
     assert all_right.high == 1.0 and all_right.low == pytest.approx(0.838875, abs=1e-6)
+    # Exactly 0 and 1, not the float noise of centre ∓ half (2.8e-17 at 0 of 12).
+    assert [wilson_interval(0, n).low for n in (7, 12, 1000)] == [0.0] * 3
+    assert [wilson_interval(n, n).high for n in (7, 12, 1000)] == [1.0] * 3
 
 
 @pytest.mark.parametrize("k, n", [(-1, 10), (11, 10), (0, 0)])
