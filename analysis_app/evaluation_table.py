@@ -290,11 +290,11 @@ def _comparable(
         ours = evaluation.provenance.get(task, Provenance(recorded=False)).data_sha256
         theirs = reference.provenance.get(task, Provenance(recorded=False)).data_sha256
         if task not in reference_items:
-            reasons.append(f"{task}: the baseline has no samples of it, not compared")
+            reasons.append(f"{task}: the baseline has no samples of it")
         elif ours is not None and theirs is not None and ours != theirs:
             reasons.append(
                 f"{task}: evaluated on other data than the baseline (sha256 "
-                f"{ours[:HASH_PREFIX]} vs {theirs[:HASH_PREFIX]}), not compared"
+                f"{ours[:HASH_PREFIX]} vs {theirs[:HASH_PREFIX]})"
             )
         else:
             kept[task] = task_items
@@ -349,7 +349,8 @@ def interval_note() -> str:
     return (
         "Cells: accuracy (%) [95 % interval]. Interval: Wilson for one greedy evaluation, "
         "Student-t over evaluation seeds for several; macro average: normal interval of a "
-        "mean of independent proportions (t over seeds for several)."
+        "mean of independent proportions (t over seeds for several; a macro of one benchmark "
+        "has that benchmark's)."
     )
 
 
@@ -358,9 +359,9 @@ def significance_note(table: IntervalTable) -> str:
     if table.baseline is None:
         return "No baseline chosen: no significance marks."
     return (
-        f"differs from the baseline {table.baseline}: exact McNemar test on the items paired "
-        f"by (task, doc_id), Holm-corrected across the benchmarks each row shares with the "
-        f"baseline, p < {ALPHA:.2f}; macro average: paired-bootstrap 95 % interval of the "
+        f"differs from the baseline {table.baseline}: exact McNemar p-value on the items "
+        f"paired by (task, doc_id), Holm-corrected across the benchmarks each row shares with the "
+        f"baseline, below {ALPHA:.2f}; macro average: paired-bootstrap 95 % interval of the "
         "difference excludes 0."
     )
 
@@ -525,8 +526,9 @@ def _csv_line(table: IntervalTable, row: str, column: str, value: float) -> list
         result = _result_row(evaluation, column, table.paper)
         fields.update(run=evaluation.run, checkpoint=evaluation.checkpoint, baseline=table.baseline)
         fields.update(n=result.n, seeds=" ".join(str(seed) for seed in result.seeds))
-        fields["interval"] = _interval_method(result, column == tables.MACRO_COLUMN)
-        fields["tasks"] = " ".join(_row_tasks(evaluation, column, table.paper))
+        tasks = _row_tasks(evaluation, column, table.paper)
+        fields["interval"] = _interval_method(result, averaged=len(tasks) > 1)
+        fields["tasks"] = " ".join(tasks)
         if column != tables.MACRO_COLUMN:
             fields.update(_provenance_fields(evaluation.provenance[result.label]))
     test = table.tests.get((row, column))
@@ -563,12 +565,13 @@ def _row_tasks(
     return [task for task in tasks if tables.benchmark_column(task, paper) == column]
 
 
-def _interval_method(row: TableRow, macro: bool) -> str:
+def _interval_method(row: TableRow, averaged: bool) -> str:
+    """How `build_table` got the row's interval; `averaged`: a macro over several benchmarks."""
     if row.interval is None:
         return ""
     if len(row.seeds) > 1:
         return "t over seeds"
-    return "normal (mean of proportions)" if macro else "wilson"
+    return "normal (mean of proportions)" if averaged else "wilson"
 
 
 def _provenance_fields(facts: Provenance) -> dict[str, Any]:

@@ -317,7 +317,7 @@ def test_the_mark_follows_the_holm_corrected_mcnemar_test(
     weak_wilson = wilson_interval(28, 40)
     weak_cell = f"{{\\scriptsize [{100 * weak_wilson.low:.1f}, {100 * weak_wilson.high:.1f}]}} &"
     assert f"70.00 {weak_cell}" in lines["weak @ step\\_3"]  # MMMU: no mark after Holm
-    assert "differs from the baseline base @ step\\_3: exact McNemar test" in latex
+    assert "differs from the baseline base @ step\\_3: exact McNemar p-value" in latex
     assert "Holm-corrected across the benchmarks" in latex
     markdown = (tmp_path / "evaluation.md").read_text(encoding="utf-8")
     assert markdown.count("†") == marked + 1  # the cells and the note saying what it means
