@@ -7,7 +7,7 @@ per benchmark, then the macro average (`analysis_app.tables.eval_table`'s layout
 - Interval (`evaluation.results.build_table`, the one ``care eval`` prints): Wilson's for one
   greedy evaluation, the Student-t interval over evaluation seeds for several (clipped to
   [0, 1]); the macro average's is the normal interval of a mean of independent proportions, or
-  the t interval of the per-seed macro averages. A cell reads ``estimate [low, high]`` in
+  the t interval of the per-seed macro averages (one benchmark's macro: its own). A cell reads ``estimate [low, high]`` in
   percent: Wilson and clipped t intervals are not symmetric about the estimate, so ``± half``
   would misstate them.
 - Mark († in LaTeX and Markdown, ``significant`` in the CSV): the row's items paired with the
@@ -108,6 +108,7 @@ class IntervalTable:
     untested: dict[str, list[str]] = field(default_factory=dict)
 
     def significant(self, row: str, column: str) -> bool:
+        """Whether the cell carries the mark (False for cells without a test)."""
         test = self.tests.get((row, column))
         return test is not None and test.significant
 
@@ -139,8 +140,9 @@ def read_summary(path: Path) -> tuple[BenchmarkResult, Provenance]:
         raise ValueError(f"{path}: field 'task' must be the benchmark's name, got {task!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
         raise ValueError(f"{path}: field 'n' must be an item count, got {n!r}")
+    accuracy_by_seed = _accuracy_by_seed(summary, path)
     try:
-        result = BenchmarkResult(task, _accuracy_by_seed(summary, path), n)
+        result = BenchmarkResult(task, accuracy_by_seed, n)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
     return result, Provenance.from_summary(summary, path)

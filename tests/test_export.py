@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import care  # noqa: E402
-from analysis_app import data, export, figures, tables  # noqa: E402
+from analysis_app import data, evaluation_table, export, figures, tables  # noqa: E402
 from care.cli import app as care_cli  # noqa: E402
 from care.prompts import PROMPT_VERSION  # noqa: E402
 from care.runlog import RunReader  # noqa: E402
@@ -544,3 +544,25 @@ def test_max_new_tokens_is_read_from_lmms_evals_task_configs() -> None:
         provenance.max_new_tokens_of(versions, ["a", "b"], Path("r.json"))
     with pytest.raises(ValueError, match=r"r.json: configs.care_synth.generation_kwargs"):
         provenance.max_new_tokens_of({"configs": {}}, ["care_synth"], Path("r.json"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"task": "care_mmmu", "n": 10, "accuracy": "high"}', "field 'accuracy' must be a number"),
+        ('{"task": "care_mmmu", "per_seed": {"0": 0.5}}', "field 'per_seed' must map each seed"),
+        ('{"task": "care_mmmu", "n": 10, "accuracy": 45.0}', "must be a fraction in [0, 1]"),
+        ('{"task": 3, "accuracy": 0.5}', "field 'task' must be the benchmark's name"),
+        ('{"task": "care_mmmu", "accuracy": 0.5, "provenance": []}', "'provenance' must be an"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_a_bad_evaluation_summary_is_an_error_naming_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "care_mmmu.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        evaluation_table.read_summary(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    assert str(caught.value).count(str(path)) == 1
