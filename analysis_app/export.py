@@ -224,6 +224,11 @@ def export_runs(
     except RunLogError as error:
         raise ValueError(str(error)) from error
     report.warnings.extend(warnings + eval_warnings)
+    if baseline is not None:
+        # Checked before any file is written.
+        if not len(evaluation):
+            raise ValueError(f"baseline {baseline!r}: none of the runs has evaluation results")
+        baseline = evaluation_table.resolve_baseline(baseline, evaluation)
     try:
         paper: data.PaperReference | None = data.load_paper_reference(paper_reference)
     except ValueError as error:
@@ -250,8 +255,6 @@ def export_runs(
         compare.index = [f"{metric} · {run}" for metric, run in compare.index]
         compare.index.name = "metric · run"
         report.files += _write_table(compare, out_dir, "compare", "Runs compared", digits=4)
-    if baseline is not None and not len(evaluation):
-        raise ValueError(f"baseline {baseline!r}: none of the runs has evaluation results")
     if len(evaluation):
         intervals = evaluation_table.interval_table(evaluation, runs, paper, baseline)
         report.files += _write_evaluation_table(intervals, out_dir)

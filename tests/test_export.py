@@ -345,6 +345,7 @@ def test_a_baseline_that_is_no_evaluated_run_is_refused(
     )
     assert result.exit_code == 2
     assert "baseline 'grpo' is neither an evaluated run (['strong'])" in result.output
+    assert list(tmp_path.iterdir()) == []  # refused before any table was written
 
 
 def test_a_provenance_field_of_the_wrong_type_is_an_error_naming_file_and_field(
