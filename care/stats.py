@@ -182,4 +182,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
     for rank, index in enumerate(order):
         running = max(running, (p.size - rank) * p[index])
         adjusted[index] = min(1.0, running)
-    return [round(float(v), 12) for v in adjusted]
+    # 12 significant digits drop float noise (0.030000000000000002) but keep p = 2e-25, which
+    # rounding to 12 decimals turned into 0.
+    return [float(f"{v:.12g}") for v in adjusted]

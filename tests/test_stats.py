@@ -101,6 +101,9 @@ def test_holm_adjusts_in_step_down_order_and_keeps_the_input_order():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
     assert holm([0.02, 0.9, 0.001, 0.04]) == pytest.approx([0.06, 0.9, 0.004, 0.08])
+    # A tiny p-value stays itself times the family size, not 0 (the demo's GRPO vs SFT).
+    assert holm([2.452e-25, 0.5]) == [4.904e-25, 0.5]
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]  # exactly, without float noise
 
 
 def test_interval_format_prints_percent_points():
