@@ -14,7 +14,7 @@ per benchmark, then the macro average (`analysis_app.tables.eval_table`'s layout
   baseline checkpoint's (`evaluation.compare.compare_items`, first evaluation seed); a benchmark
   is marked when its exact McNemar p-value, Holm-corrected across the benchmarks the row shares
   with the baseline, is below `ALPHA`; the macro average when the paired-bootstrap 95 % interval
-  of its difference excludes 0. A benchmark whose recorded data digest differs from the
+  of its difference excludes 0 (a macro of one benchmark is marked as that benchmark). A benchmark whose recorded data digest differs from the
   baseline's is not tested (its items are other questions under the same ids).
 - Footer: the provenance each ``<benchmark>.json`` recorded at evaluation time
   (`evaluation.provenance`), "not recorded" where an older file lacks a fact.
@@ -314,7 +314,8 @@ def row_tests(
 
     The macro is tested only when the row's and the baseline's macro averages are over the
     same benchmarks and all of them were compared; its pairing is `compare.compare_items`'
-    macro row over exactly those benchmarks. CompareError when the items do not pair.
+    macro row over exactly those benchmarks, and a macro of one benchmark takes that
+    benchmark's test. CompareError when the items do not pair.
     """
     comparisons, _ = compare.compare_items(reference_items, items, resamples=resamples)
     tests = {
@@ -324,7 +325,10 @@ def row_tests(
         for row in comparisons[:-1]
     }
     members = _macro_members(evaluation)
-    if members and members == _macro_members(reference) and set(members) <= set(tests):
+    if len(members) == 1 and members == _macro_members(reference) and members[0] in tests:
+        # A macro of one benchmark is that benchmark: one test, one verdict for both cells.
+        tests[tables.MACRO_COLUMN] = tests[members[0]]
+    elif members and members == _macro_members(reference) and set(members) <= set(tests):
         macro = comparisons[-1]
         if set(members) != set(tests):
             macro = compare.compare_items(
@@ -364,7 +368,7 @@ def significance_note(table: IntervalTable) -> str:
         f"differs from the baseline {table.baseline}: exact McNemar p-value on the items "
         f"paired by (task, doc_id), Holm-corrected across the benchmarks each row shares with the "
         f"baseline, below {ALPHA:.2f}; macro average: paired-bootstrap 95 % interval of the "
-        "difference excludes 0."
+        "difference excludes 0 (a macro of one benchmark: that benchmark's test)."
     )
 
 

@@ -323,6 +323,30 @@ def test_the_mark_follows_the_holm_corrected_mcnemar_test(
     assert markdown.count("†") == marked + 1  # the cells and the note saying what it means
 
 
+def test_a_macro_of_one_benchmark_is_marked_as_that_benchmark(tmp_path: Path) -> None:
+    """MMMU alone, 9 items fixed and 2 broken of 40: McNemar p = 0.065, not marked, although
+    the paired bootstrap's interval of the difference excludes 0; the macro average, which is
+    MMMU, must not say otherwise."""
+    verdicts = {
+        "base": [i < 20 for i in range(40)],
+        "nine": [i < 18 or 20 <= i < 29 for i in range(40)],
+    }
+    runs = []
+    for name, flags in verdicts.items():
+        run = write_synthetic_run(tmp_path / name, steps=3).run_dir
+        write_evaluation(run / "eval" / "step_3", {"care_mmmu": flags})
+        runs.append(run)
+    data.clear_cache()
+    out = tmp_path / "out"
+    export.export_runs(runs, out, engine="matplotlib", formats=("png",), baseline="base")
+    rows = evaluation_rows(out)
+    mmmu, macro = rows["nine @ step_3", "MMMU"], rows["nine @ step_3", "macro"]
+    assert float(mmmu["p_holm"]) == pytest.approx(2 * 67 / 2**11, rel=1e-5)
+    assert float(macro["difference_low"]) > 0  # the bootstrap alone would have marked it
+    assert mmmu["significant"] == macro["significant"] == "0"
+    assert "\\dagger}$ &" not in (out / "evaluation.tex").read_text(encoding="utf-8")
+
+
 def test_without_a_baseline_there_are_no_marks_and_the_footer_says_so(
     marked_runs: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -446,6 +470,8 @@ def test_demo_evaluation_table_has_the_samples_intervals_marks_and_recorded_prov
             p = mcnemar_exact([baseline[i] for i in ids], [verdicts[i] for i in ids])
             assert float(row["p_holm"]) == pytest.approx(p, rel=1e-5)
             assert row["significant"] == str(int(p < 0.05))
+            # The macro of care_synth alone is care_synth: the same test, the same mark.
+            assert rows[label, "macro"]["significant"] == row["significant"]
             assert ("\\dagger" in lines[tables.latex_escape(label)]) == (p < 0.05)
             checked += 1
     assert checked == 2
