@@ -1,6 +1,8 @@
 """`care export RUN... --out DIR`: the dashboard's tables and figures as files for a paper.
 
 Tables go out as LaTeX (booktabs, best value bold), CSV and Markdown; figures as PNG, PDF and SVG.
+The evaluation table carries 95 % intervals, marks against ``--baseline`` and a provenance footer
+(`analysis_app.evaluation_table`).
 Figures are rendered by kaleido, which drives a Chrome/Chromium binary (Debian's ``chromium``
 works offline). Without a browser, or when kaleido fails, the same plotly figures are redrawn
 with matplotlib and the report says so — never a silent change of look.
@@ -18,7 +20,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis_app import data, figures, seeds, tables
+from analysis_app import data, evaluation_table, figures, seeds, tables
 from care.runlog import RunLogError
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -142,16 +144,23 @@ def _write_table(
     caption: str,
     digits: int = 3,
     best: dict[str, tables.Direction] | None = None,
-    marks: pd.DataFrame | None = None,
 ) -> list[Path]:
     paths = [out_dir / f"{name}.tex", out_dir / f"{name}.csv", out_dir / f"{name}.md"]
-    latex = tables.to_latex(
-        frame, best, digits=digits, caption=caption, label=f"tab:{name}", marks=marks
-    )
+    latex = tables.to_latex(frame, best, digits=digits, caption=caption, label=f"tab:{name}")
     paths[0].write_text(latex, encoding="utf-8")
     paths[1].write_text(tables.to_csv(frame), encoding="utf-8")
-    markdown = tables.to_markdown(frame, best, digits=digits, marks=marks)
+    markdown = tables.to_markdown(frame, best, digits=digits)
     paths[2].write_text(markdown, encoding="utf-8")
+    return paths
+
+
+def _write_evaluation_table(table: evaluation_table.IntervalTable, out_dir: Path) -> list[Path]:
+    paths = [out_dir / f"evaluation.{suffix}" for suffix in ("tex", "csv", "md")]
+    caption = "Accuracy (%) per benchmark and macro average, with 95 % intervals"
+    latex = evaluation_table.to_latex(table, caption=caption, label="tab:evaluation")
+    paths[0].write_text(latex, encoding="utf-8")
+    paths[1].write_text(evaluation_table.to_csv(table), encoding="utf-8")
+    paths[2].write_text(evaluation_table.to_markdown(table), encoding="utf-8")
     return paths
 
 
@@ -199,6 +208,7 @@ def export_runs(
     engine: Engine = "auto",
     formats: Sequence[str] = FIGURE_FORMATS,
     paper_reference: Path | None = None,
+    baseline: str | None = None,
 ) -> ExportReport:
     """Write every table and figure of the given runs into `out_dir`.
 
@@ -206,10 +216,12 @@ def export_runs(
     compare (two or more runs), evaluation and
     evaluation_delta (runs with evaluation results). Figures: failure_share, group_types,
     rescue_rgr, variance_ratio (when logged), accuracy and reward (raw faint under the EMA),
-    eval_accuracy (when evaluated).
+    eval_accuracy (when evaluated). `baseline` (a run label, i.e. its folder name, or a row
+    label "run @ checkpoint") is the checkpoint the evaluation table marks differences from.
 
     Raises:
-        ValueError: no runs given, or a path that is no run folder (named).
+        ValueError: no runs given, a path that is no run folder (named), a `baseline` that is
+            no evaluated run, or an evaluation summary with a bad field (file and field named).
     """
     if not run_dirs:
         raise ValueError("run_dirs: give at least one run folder")
@@ -230,6 +242,11 @@ def export_runs(
     except RunLogError as error:
         raise ValueError(str(error)) from error
     report.warnings.extend(warnings + eval_warnings)
+    if baseline is not None:
+        # Checked before any file is written.
+        if not len(evaluation):
+            raise ValueError(f"baseline {baseline!r}: none of the runs has evaluation results")
+        baseline = evaluation_table.resolve_baseline(baseline, evaluation)
     try:
         paper: data.PaperReference | None = data.load_paper_reference(paper_reference)
     except ValueError as error:
@@ -260,15 +277,10 @@ def export_runs(
         compare.index.name = "metric · run"
         report.files += _write_table(compare, out_dir, "compare", "Runs compared", digits=4)
     if len(evaluation):
-        table = tables.eval_table(evaluation, paper)
-        report.files += _write_table(
-            table,
-            out_dir,
-            "evaluation",
-            "Accuracy (%) per benchmark and macro average",
-            digits=2,
-            marks=tables.eval_best_cells(table),
-        )
+        intervals = evaluation_table.interval_table(evaluation, runs, paper, baseline)
+        report.files += _write_evaluation_table(intervals, out_dir)
+        report.notices += evaluation_table.untested_notes(intervals)
+        table = intervals.estimate
         if paper is not None:
             estimator = data.estimator_of(
                 data.load_config(next(iter(runs.values()))),

@@ -319,7 +319,9 @@ def comparison_items_table(pairs: Sequence[tuple[Item, Item]]) -> pd.DataFrame:
 # Evaluation
 
 
-def _benchmark_column(task: str, paper: PaperReference | None) -> str:
+def benchmark_column(task: str, paper: PaperReference | None) -> str:
+    """The table column of `task`: the paper's name for its benchmarks (care_mathvista ->
+    "MathVista"), the task name otherwise."""
     if paper is None:
         return task
     key = paper.key_of_task().get(task)
@@ -371,7 +373,7 @@ def eval_table(
     macros = checkpoint_macros(eval_frame) if len(eval_frame) else None
     for record in eval_frame.itertuples(index=False):
         label = f"{record.run} @ {record.checkpoint}"
-        column = _benchmark_column(record.task, paper)
+        column = benchmark_column(record.task, paper)
         if column not in paper_columns and column not in extra_columns:
             extra_columns.append(column)
         run_rows.setdefault(label, {})[column] = 100.0 * float(record.accuracy)

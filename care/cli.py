@@ -404,12 +404,25 @@ def export_command(
         str,
         typer.Option(help="Figure engine: auto (kaleido, else matplotlib), kaleido, matplotlib."),
     ] = "auto",
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Mark evaluation cells that differ from this run's last evaluated checkpoint "
+            "(its folder name) or from a row 'run @ checkpoint' (McNemar, Holm)."
+        ),
+    ] = None,
 ) -> None:
     """Write the runs' tables (LaTeX, CSV, Markdown) and figures (PNG, PDF, SVG) to --out."""
     from analysis_app.export import export_runs
 
     try:
-        report = export_runs(run_dirs, out, smoothing=smoothing, engine=engine)  # type: ignore[arg-type]
+        report = export_runs(
+            run_dirs,
+            out,
+            smoothing=smoothing,
+            engine=engine,  # type: ignore[arg-type]
+            baseline=baseline,
+        )
     except (ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from err

@@ -82,7 +82,10 @@ def wilson_interval(k: int, n: int, level: float = CONFIDENCE) -> Interval:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n, level)
+    # At k = 0 (k = n) the bound is exactly 0 (1); centre - half leaves float noise like 3e-17.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(p, low, high, n, level)
 
 
 def paired_bootstrap(
@@ -179,4 +182,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
     for rank, index in enumerate(order):
         running = max(running, (p.size - rank) * p[index])
         adjusted[index] = min(1.0, running)
-    return [round(float(v), 12) for v in adjusted]
+    # 12 significant digits drop float noise (0.030000000000000002) but keep p = 2e-25, which
+    # rounding to 12 decimals turned into 0.
+    return [float(f"{v:.12g}") for v in adjusted]

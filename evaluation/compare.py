@@ -191,12 +191,30 @@ def compare_folders(
     paired items whose question or gold answer differ between A and B (`different_items`).
     """
     items_a, items_b = load_items(results_folder(a)), load_items(results_folder(b))
-    shared = [name for name in items_a if name in items_b]
     for name in sorted(set(items_a) ^ set(items_b)):
         side = "A" if name in items_a else "B"
         note(f"{name}: evaluated in {side} only, left out")
-    if not shared:
+    if not set(items_a) & set(items_b):
         raise CompareError(f"{a} and {b} share no evaluated benchmark")
+    return compare_items(items_a, items_b, resamples=resamples, seed=seed)
+
+
+def compare_items(
+    items_a: dict[str, list[Item]],
+    items_b: dict[str, list[Item]],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[list[BenchmarkComparison], list[tuple[Item, Item]]]:
+    """`compare_folders` on items already loaded (`load_items`): the benchmarks both sides have,
+    in A's order, Holm-corrected among themselves, then their macro row.
+
+    Example: restricting both sides to the paper's benchmarks gives the macro row of those
+    alone (``care export`` pairs its table's macro average this way).
+    """
+    shared = [name for name in items_a if name in items_b]
+    if not shared:
+        raise CompareError("no benchmark was evaluated on both sides")
     rows: list[BenchmarkComparison] = []
     pairs: list[tuple[Item, Item]] = []
     weighted_a: list[np.ndarray] = []

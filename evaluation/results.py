@@ -1,7 +1,8 @@
 """The results table: accuracy per benchmark and the macro average, mean ± std over seeds,
 with a 95 % interval: Wilson's for one run (greedy decoding), the Student-t interval of the
 per-seed accuracies for several (sampled decoding), clipped to [0, 1]; the macro average of one
-run has the normal interval of a mean of independent proportions (`macro_interval`).
+run has the normal interval of a mean of independent proportions (`macro_interval`), and a
+macro average of a single benchmark has that benchmark's interval.
 
 A benchmark's result is its accuracy under each evaluation seed (`BenchmarkResult`). The table
 shows, per benchmark, the mean over seeds ± the sample standard deviation (``ddof=1``; none
@@ -148,7 +149,11 @@ def build_table(results: Sequence[BenchmarkResult]) -> ResultsTable:
         mean, std = mean_std(macro_by_seed)
         sizes = [row.n for row in member_rows]
         total = None if any(size is None for size in sizes) else sum(sizes)  # type: ignore[misc]
-        if len(seeds) > 1:
+        if len(member_rows) == 1:
+            # The macro of one benchmark is that benchmark: its Wilson interval, not a normal
+            # one that collapses to [0, 0] at an accuracy of 0.
+            interval = member_rows[0].interval
+        elif len(seeds) > 1:
             interval = within_unit(mean_interval(macro_by_seed))
         elif total is not None:
             interval = macro_interval([row.mean for row in member_rows], sizes)  # type: ignore[arg-type]

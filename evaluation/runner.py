@@ -25,7 +25,10 @@ records (one summary `<task>.json` and `<task>_samples.jsonl` per benchmark), wi
                                      (rows per verdict status: ok, no_answer, unparsable,
                                      timeout), verify_time_limit, error_types (items of
                                      the first seed per `evaluation.taxonomy` type), seeds,
-                                     per_seed, subtasks, checkpoint, limit
+                                     per_seed, subtasks, checkpoint, limit, provenance
+                                     (`evaluation.provenance`: suite version and commit,
+                                     lmms-eval version, prompt version, max_new_tokens,
+                                     verifier budget, sha256 of the data files read)
     <out>/<benchmark>_samples.jsonl  one line per document and seed: task, seed, doc_id, input,
                                      answer, response, extracted, acc, fmt, verify_status
     <out>/results.md, results.csv    the results table (`evaluation.results`)
@@ -55,6 +58,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from care.prompts import PROMPT_VERSION
 from care.rollout.factory import ENGINE_NAMES
 from care.stats import Interval, mean_interval, wilson_interval
+from care.verify import TIME_LIMIT_SECONDS
+from evaluation import provenance
 from evaluation.benchmarks import BENCHMARKS, GROUPS, SYNTH_FOLDER, TASKS
 from evaluation.results import (
     ResultsTable,
@@ -274,6 +279,7 @@ def run_eval(settings: EvalSettings, echo: Callable[[str], None] = print) -> Eva
     out_dir.mkdir(parents=True, exist_ok=True)
     report = EvalReport(out_dir=out_dir, benchmarks=benchmarks)
     weights = _checkpoint_signature(settings.checkpoint)
+    environment = provenance.environment()
     for benchmark in benchmarks:
         try:
             resolved = check_data(benchmark, settings.data_root)
@@ -301,7 +307,8 @@ def run_eval(settings: EvalSettings, echo: Callable[[str], None] = print) -> Eva
             summary_path.unlink(missing_ok=True)
             (out_dir / f"{benchmark}_samples.jsonl").unlink(missing_ok=True)
             continue
-        _write_benchmark_outputs(settings, benchmark, out_dir, weights)
+        facts = {**environment, **provenance.data_record(resolved, settings.data_root)}
+        _write_benchmark_outputs(settings, benchmark, out_dir, weights, facts)
     finished = load_results(out_dir, [b for b in benchmarks if b not in report.failures])
     if finished:
         report.table = build_table(finished)
@@ -457,16 +464,23 @@ def _finished(run_dir: Path, fingerprint: dict[str, Any], seed: int) -> bool:
 
 
 def _write_benchmark_outputs(
-    settings: EvalSettings, benchmark: str, out_dir: Path, weights: str
+    settings: EvalSettings, benchmark: str, out_dir: Path, weights: str, facts: dict[str, Any]
 ) -> None:
-    """``<benchmark>.json`` and ``<benchmark>_samples.jsonl`` from every seed's lmms-eval output."""
+    """``<benchmark>.json`` and ``<benchmark>_samples.jsonl`` from every seed's lmms-eval output.
+
+    `facts`: `evaluation.provenance`'s environment and data record; the decoding length (from
+    lmms-eval's task configs) and the verifier budget complete the ``provenance`` block.
+    """
     tasks = expand_tasks([benchmark])
     per_seed: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
+    max_new_tokens: set[int] = set()
     for seed in settings.seeds:
         output = out_dir / "lmms_eval" / benchmark / f"seed_{seed}" / "output"
         results_file = next(output.rglob("*_results.json"))
-        results = json.loads(results_file.read_text(encoding="utf-8"))["results"]
+        lmms_results = json.loads(results_file.read_text(encoding="utf-8"))
+        max_new_tokens.add(provenance.max_new_tokens_of(lmms_results, tasks, results_file))
+        results = lmms_results["results"]
         n_by_task = {}
         for task in tasks:
             samples_file = next(results_file.parent.glob(f"*_samples_{task}.jsonl"))
@@ -490,6 +504,12 @@ def _write_benchmark_outputs(
                 if task != benchmark
             },
         }
+    if len(max_new_tokens) != 1:
+        # A seed skipped as finished may predate an edit of the task YAML.
+        raise EvalError(
+            f"{benchmark}: the seeds decoded with different max_new_tokens "
+            f"{sorted(max_new_tokens)}; rerun with --force"
+        )
     accuracy, accuracy_std = mean_std([entry["accuracy"] for entry in per_seed.values()])
     interval = accuracy_interval([(entry["correct"], entry["n"]) for entry in per_seed.values()])
     format_rate, _ = mean_std([entry["format_rate"] for entry in per_seed.values()])
@@ -515,6 +535,13 @@ def _write_benchmark_outputs(
         "checkpoint": str(settings.checkpoint),
         "checkpoint_signature": weights,
         "limit": settings.limit,
+        "provenance": {
+            **facts,
+            "max_new_tokens": max_new_tokens.pop(),
+            "verify_time_limit_s": TIME_LIMIT_SECONDS
+            if settings.verify_time_limit is None
+            else settings.verify_time_limit,
+        },
     }
     (out_dir / f"{benchmark}.json").write_text(
         json.dumps(summary, indent=2) + "\n", encoding="utf-8"

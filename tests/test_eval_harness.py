@@ -33,6 +33,7 @@ from care.models.tokenizer import train_tiny_bpe_tokenizer
 from care.models.vlm import build_tiny_vlm, save_policy
 from care.prompts import SYSTEM_PROMPT, build_messages, render_prompt
 from care.rollout.base import SamplingParams
+from care.stats import wilson_interval
 from evaluation.benchmarks import PAPER_BENCHMARKS
 from evaluation.model import CareVLM, cut_at_stop_strings, resolve_sampling
 from evaluation.results import (
@@ -389,14 +390,26 @@ def test_results_table_with_one_seed_or_mismatched_seeds():
         to_markdown(single).splitlines()[-1]
         == "| macro average (1 of 6) |     |     1 |        45.10 |               |"
     )
-    # One greedy run of 100 items, 45 right: Wilson [0.356, 0.548]; the macro of one run is
-    # the normal interval of a mean of proportions, 0.45 ± 1.96 · sqrt(0.45 · 0.55 / 100).
+    # One greedy run of 100 items, 45 right: Wilson [0.356, 0.548]; a macro over that one
+    # benchmark is the benchmark, interval included.
     greedy = build_table([BenchmarkResult("care_mmmu", {0: 0.45}, n=100)])
     assert to_markdown(greedy).splitlines()[2:] == [
         "| care_mmmu              | 100 |     1 |        45.00 |  [35.6, 54.8] |",
-        "| macro average (1 of 6) | 100 |     1 |        45.00 |  [35.2, 54.8] |",
+        "| macro average (1 of 6) | 100 |     1 |        45.00 |  [35.6, 54.8] |",
     ]
-    assert greedy.macro.interval.low == pytest.approx(0.45 - 1.959964 * (0.45 * 0.55 / 100) ** 0.5)
+    # Over two benchmarks it is the normal interval of a mean of proportions:
+    # 0.45 ± 1.96 · sqrt(0.45 · 0.55 / 100 + 0.25 · 0.75 / 40) / 2.
+    pair = build_table(
+        [
+            BenchmarkResult("care_mmmu", {0: 0.45}, n=100),
+            BenchmarkResult("care_mathvista", {0: 0.25}, n=40),
+        ]
+    )
+    half = 1.959964 * (0.45 * 0.55 / 100 + 0.25 * 0.75 / 40) ** 0.5 / 2
+    assert pair.macro.interval.low == pytest.approx(0.35 - half)
+    # At an accuracy of 0 a single benchmark's macro keeps Wilson's width, not [0, 0].
+    zero = build_table([BenchmarkResult("care_synth", {0: 0.0}, n=12)])
+    assert zero.macro.interval == wilson_interval(0, 12) and zero.macro.interval.high > 0.2
     alone = build_table([BenchmarkResult("care_synth", {0: 0.25})])
     assert (alone.macro.label, alone.macro.mean) == ("macro average (care_synth)", 0.25)
     mixed = build_table([BenchmarkResult("a", {0: 0.5}), BenchmarkResult("b", {0: 0.5, 1: 0.7})])

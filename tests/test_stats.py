@@ -29,6 +29,9 @@ def test_wilson_interval_stays_inside_zero_one_at_the_edges():
     none_right, all_right = wilson_interval(0, 20), wilson_interval(20, 20)
     assert none_right.low == 0.0 and none_right.high == pytest.approx(0.161125, abs=1e-6)
     assert all_right.high == 1.0 and all_right.low == pytest.approx(0.838875, abs=1e-6)
+    # Exactly 0 and 1, not the float noise of centre ∓ half (2.8e-17 at 0 of 12).
+    assert [wilson_interval(0, n).low for n in (7, 12, 1000)] == [0.0] * 3
+    assert [wilson_interval(n, n).high for n in (7, 12, 1000)] == [1.0] * 3
 
 
 @pytest.mark.parametrize("k, n", [(-1, 10), (11, 10), (0, 0)])
@@ -98,6 +101,9 @@ def test_holm_adjusts_in_step_down_order_and_keeps_the_input_order():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
     assert holm([0.02, 0.9, 0.001, 0.04]) == pytest.approx([0.06, 0.9, 0.004, 0.08])
+    # A tiny p-value stays itself times the family size, not 0 (the demo's GRPO vs SFT).
+    assert holm([2.452e-25, 0.5]) == [4.904e-25, 0.5]
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]  # exactly, without float noise
 
 
 def test_interval_format_prints_percent_points():

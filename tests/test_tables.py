@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 
@@ -82,3 +83,42 @@ def test_dashboard_exports_leave_missing_cells_blank():
     )  # fmt: skip
     groups = step_groups_table([group])
     assert groups.loc[0, ["prompt", "G", "correct", "K'", "RGR"]].tolist() == ["17", 2, 1, 0, "off"]
+
+
+def test_evaluation_table_cells_read_estimate_and_interval_and_missing_ones_stay_blank():
+    import math
+
+    import pandas as pd
+
+    from analysis_app.evaluation_table import IntervalTable, to_csv, to_latex, to_markdown
+
+    index = pd.Index(["care @ step_3", "paper: X"], name="row")
+    estimate = pd.DataFrame(
+        {"MathVista": [75.0, 74.7], "MMMU": [math.nan, 62.5], "macro": [75.0, 50.57]}, index=index
+    )
+    estimate["macro tasks"] = pd.array([1, 6], dtype="Int64")
+    low = pd.DataFrame(math.nan, index=index, columns=estimate.columns)
+    high = low.copy()
+    low.loc["care @ step_3", ["MathVista", "macro"]] = 65.68
+    high.loc["care @ step_3", ["MathVista", "macro"]] = 82.52
+    table = IntervalTable(estimate, low, high, checkpoints={})
+    latex, markdown, csv_text = to_latex(table), to_markdown(table), to_csv(table)
+    for text in (latex, markdown, csv_text):
+        assert not re.search(r"\b(None|nan|NaN|<NA>)\b", text)
+    # The paper's macro is over six benchmarks, the run's over one: only the former can be best.
+    assert (
+        r"care @ step\_3 & \textbf{75.00} {\scriptsize [65.7, 82.5]} &  & "
+        r"75.00 {\scriptsize [65.7, 82.5]} & 1 \\"
+    ) in latex
+    assert r"paper: X & 74.70 & \textbf{62.50} & \textbf{50.57} & 6 \\" in latex
+    assert "| care @ step_3 | **75.00** [65.7, 82.5] |           |" in markdown
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [(row["row"], row["benchmark"]) for row in rows] == [
+        ("care @ step_3", "MathVista"),
+        ("care @ step_3", "macro"),
+        ("paper: X", "MathVista"),
+        ("paper: X", "MMMU"),
+        ("paper: X", "macro"),
+    ]
+    assert (rows[0]["estimate"], rows[0]["low"], rows[0]["high"]) == ("75", "65.68", "82.52")
+    assert rows[2]["low"] == "" and rows[2]["significant"] == ""
