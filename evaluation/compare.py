@@ -196,7 +196,7 @@ def compare_folders(
         note(f"{name}: evaluated in {side} only, left out")
     if not set(items_a) & set(items_b):
         raise CompareError(f"{a} and {b} share no evaluated benchmark")
-    return compare_items(items_a, items_b, resamples=resamples, seed=seed)
+    return compare_items(items_a, items_b, resamples=resamples, seed=seed, note=note)
 
 
 def compare_items(
@@ -205,9 +205,11 @@ def compare_items(
     *,
     resamples: int = 10_000,
     seed: int = 0,
+    note: Callable[[str], None] = lambda line: None,
 ) -> tuple[list[BenchmarkComparison], list[tuple[Item, Item]]]:
     """`compare_folders` on items already loaded (`load_items`): the benchmarks both sides have,
-    in A's order, Holm-corrected among themselves, then their macro row.
+    in A's order, Holm-corrected among themselves, then their macro row. Paired items whose
+    question or gold answer differ between A and B are reported through `note`.
 
     Example: restricting both sides to the paper's benchmarks gives the macro row of those
     alone (``care export`` pairs its table's macro average this way).

@@ -62,6 +62,7 @@ GEN_KWARGS_KEYS: frozenset[str] = frozenset(
 )
 """The gen_kwargs keys `CareVLM` understands; any other key is an error, not silently dropped."""
 
+
 class CareVLM(lmms):
     """A local checkpoint folder behind lmms-eval's chat-model interface (see the module doc).
 
