@@ -1,0 +1,125 @@
+"""The compact copy of each rollout's rationale embedding that ``groups.jsonl`` keeps.
+
+CARE's rationale embeddings (``[N, H]``, L2-normalised, H = the policy's hidden size) are too
+wide to log for every rollout, so each is multiplied by one Gaussian random matrix of the run
+(Johnson–Lindenstrauss): ``p = h @ R`` with ``R`` of shape ``[H, PROJECTION_DIM]`` and entries
+drawn from N(0, 1 / PROJECTION_DIM), the same math as scikit-learn's GaussianRandomProjection.
+Distances between projected points approximate those between the embeddings (squared
+Euclidean distances are kept in expectation), so the dashboard can place rollouts of any step
+in one space; ``bench/bench_projection.py`` measures how well cosine distances survive and
+docs/failure_map.md reports the figures.
+
+``R`` depends only on the run seed and H, so every step and every process uses the same one.
+It is drawn from its own numpy generator: the trainer's torch and numpy random streams are not
+touched, so a run trains to the same weights with or without the projection.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from care.runlog.layout import PROJECTION_DIM
+
+PROJECTION_DECIMALS = 4
+"""Decimals kept in groups.jsonl: coordinates are about N(0, 1/32), so the rounding error
+(at most 5e-5 per coordinate) is far below the distances between rationales."""
+
+_PROJECTION_STREAM = 0x70726F6A
+"""Mixed into the run seed so R is independent of every other stream drawn from it."""
+
+
+@lru_cache(maxsize=8)
+def projection_matrix(seed: int, hidden_size: int) -> torch.Tensor:
+    """The run's random projection ``R``: float64 ``[hidden_size, PROJECTION_DIM]``.
+
+    Entries are N(0, 1 / PROJECTION_DIM), drawn from ``SeedSequence([seed, stream])``, so the
+    same (seed, hidden_size) gives the same matrix on every machine and in every process.
+
+    Example: ``projection_matrix(0, 96).shape`` -> ``torch.Size([96, 32])``; two calls return
+    equal matrices.
+    """
+    if hidden_size < 1:
+        raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+    generator = np.random.default_rng(np.random.SeedSequence([seed, _PROJECTION_STREAM]))
+    entries = generator.standard_normal((hidden_size, PROJECTION_DIM))
+    return torch.from_numpy(entries / np.sqrt(PROJECTION_DIM))
+
+
+def project_rationales(embeddings: torch.Tensor, seed: int) -> torch.Tensor:
+    """Rationale embeddings projected by the run's matrix and rounded for the log.
+
+    Args:
+        embeddings: float ``[N, H]``, one rationale embedding per row (no gradient needed).
+        seed: the run seed (``run.seed``).
+
+    Returns:
+        float64 ``[N, PROJECTION_DIM]``: ``embeddings @ projection_matrix(seed, H)``, rounded to
+        PROJECTION_DECIMALS decimals.
+
+    Raises:
+        ValueError: when `embeddings` is not 2-D or holds a NaN or infinity.
+    """
+    if embeddings.dim() != 2:
+        raise ValueError(f"embeddings must be [N, H], got shape {tuple(embeddings.shape)}")
+    values = embeddings.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(values).all()):
+        rows = torch.nonzero(~torch.isfinite(values).all(dim=1)).flatten().tolist()
+        raise ValueError(f"embeddings of rows {rows} are not finite; cannot project them")
+    projected = values @ projection_matrix(seed, values.shape[1])
+    return torch.round(projected, decimals=PROJECTION_DECIMALS)
+
+
+def _cosine_distances(vectors: np.ndarray) -> np.ndarray:
+    """``1 − cos`` of every pair ``i < j`` of the rows of ``vectors`` ``[N, D]``: ``[N(N−1)/2]``."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    upper = np.triu_indices(len(vectors), k=1)
+    return 1.0 - (unit @ unit.T)[upper]
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n−1 of ``values``, tied values sharing their mean rank (Spearman's convention)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def projection_distortion(
+    embeddings: np.ndarray, projected: np.ndarray, min_distance: float = 1e-6
+) -> dict[str, float]:
+    """How well the projection keeps the pairwise cosine distances of a set of rationales.
+
+    Args:
+        embeddings: float ``[N, H]`` rationale embeddings (N >= 3).
+        projected: float ``[N, D]`` the same rows projected.
+        min_distance: pairs closer than this in the embeddings (identical rationales) have no
+            relative error; they count in the rank correlation only.
+
+    Returns:
+        ``median``, ``p95`` and ``max`` of ``|d' − d| / d`` over the pairs, with ``d`` the cosine
+        distance of two embeddings and ``d'`` that of their projections; ``spearman``, the rank
+        correlation of ``d'`` with ``d`` over all pairs; ``pairs`` and ``identical_pairs``.
+
+    Example: with ``projected = embeddings @ Q`` for an orthogonal ``Q`` every error is 0 and
+    ``spearman`` is 1.
+    """
+    if len(embeddings) != len(projected) or len(embeddings) < 3:
+        raise ValueError(
+            f"need the same N >= 3 rows in both, got {len(embeddings)} and {len(projected)}"
+        )
+    original = _cosine_distances(np.asarray(embeddings, dtype=np.float64))
+    kept = _cosine_distances(np.asarray(projected, dtype=np.float64))
+    apart = original >= min_distance
+    relative = np.abs(kept[apart] - original[apart]) / original[apart]
+    ranks_original, ranks_kept = _average_ranks(original), _average_ranks(kept)
+    spearman = float(np.corrcoef(ranks_original, ranks_kept)[0, 1])
+    return {
+        "median": float(np.median(relative)) if relative.size else 0.0,
+        "p95": float(np.quantile(relative, 0.95)) if relative.size else 0.0,
+        "max": float(relative.max()) if relative.size else 0.0,
+        "spearman": spearman,
+        "pairs": float(original.size),
+        "identical_pairs": float((~apart).sum()),
+    }
