@@ -33,6 +33,7 @@ PAGE_FILES = (
     "training_signal.py",
     "smoothness.py",
     "hard_negatives.py",
+    "failure_map.py",
     "evaluation.py",
     "compare.py",
 )
