@@ -70,6 +70,8 @@ def test_an_isometry_has_no_distortion() -> None:
     measured = projection_distortion(embeddings, embeddings @ rotation)
     assert measured["max"] < 1e-9 and measured["spearman"] == pytest.approx(1.0)
     assert measured["pairs"] == 30 * 29 / 2 and measured["identical_pairs"] == 0
+    with pytest.raises(ValueError, match="every pair of rows is identical"):
+        projection_distortion(embeddings[[0, 0, 0]], embeddings[[0, 0, 0]])
 
 
 @pytest.mark.parametrize("hidden_size", [96, 3584])

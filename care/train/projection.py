@@ -100,7 +100,8 @@ def projection_distortion(
     Returns:
         ``median``, ``p95`` and ``max`` of ``|d' − d| / d`` over the pairs, with ``d`` the cosine
         distance of two embeddings and ``d'`` that of their projections; ``spearman``, the rank
-        correlation of ``d'`` with ``d`` over all pairs; ``pairs`` and ``identical_pairs``.
+        correlation of ``d'`` with ``d`` over all pairs; ``median_distance``, the median ``d``
+        (what the relative errors are relative to); ``pairs`` and ``identical_pairs``.
 
     Example: with ``projected = embeddings @ Q`` for an orthogonal ``Q`` every error is 0 and
     ``spearman`` is 1.
@@ -112,14 +113,17 @@ def projection_distortion(
     original = _cosine_distances(np.asarray(embeddings, dtype=np.float64))
     kept = _cosine_distances(np.asarray(projected, dtype=np.float64))
     apart = original >= min_distance
+    if not apart.any():
+        raise ValueError("every pair of rows is identical: there is no distance to compare")
     relative = np.abs(kept[apart] - original[apart]) / original[apart]
     ranks_original, ranks_kept = _average_ranks(original), _average_ranks(kept)
     spearman = float(np.corrcoef(ranks_original, ranks_kept)[0, 1])
     return {
-        "median": float(np.median(relative)) if relative.size else 0.0,
-        "p95": float(np.quantile(relative, 0.95)) if relative.size else 0.0,
-        "max": float(relative.max()) if relative.size else 0.0,
+        "median": float(np.median(relative)),
+        "p95": float(np.quantile(relative, 0.95)),
+        "max": float(relative.max()),
         "spearman": spearman,
+        "median_distance": float(np.median(original)),
         "pairs": float(original.size),
         "identical_pairs": float((~apart).sum()),
     }
