@@ -8,7 +8,8 @@ step share one space.
   marked by its role in CARE's selection (`group_map`).
 - Across training: the failed rollouts of every step clustered into failure modes by k-means
   (`failure_modes`); each mode's share of the step's failures (`mode_shares`), and how often
-  CARE picked a mode's failures as hard negatives or repaired them (`mode_table`).
+  CARE picked a mode's failures as hard negatives, used them as pseudo-anchors or repaired them
+  (`mode_table`).
 
 scikit-learn does the PCA and k-means. Nothing here imports Streamlit; the page draws what these
 functions return, and the tests call them on runs the trainer wrote.
@@ -286,7 +287,8 @@ def mode_shares(points: FailurePoints, modes: FailureModes) -> pd.DataFrame:
 def mode_table(points: FailurePoints, modes: FailureModes) -> pd.DataFrame:
     """One row per failure mode: its size and share of all failures, how often CARE picked its
     failures as hard negatives (rate within the mode, and the mode's share of all picks), how
-    often RGR repaired them, and how often those repairs passed (NaN without a repair).
+    often one anchored a rescued group as its pseudo-anchor, how often RGR repaired them, and how
+    often those repairs passed (NaN without a repair).
 
     Example: mode 1 with 4 failures, 2 picked, 1 of them repaired and passed ->
     ``failures 4, picked as hard negative 0.5, repaired 0.25, RGR pass rate 1.0``.
@@ -304,6 +306,7 @@ def mode_table(points: FailurePoints, modes: FailureModes) -> pd.DataFrame:
                 "share of failures": len(members) / len(frame),
                 "picked as hard negative": float(members["picked"].mean()),
                 "share of picks": float(members["picked"].sum()) / total_picks,
+                "pseudo-anchor": float(members["pseudo_anchor"].mean()),
                 "repaired by RGR": float(members["repaired"].mean()),
                 "RGR pass rate": float(members["repair_passed"].sum()) / repaired
                 if repaired

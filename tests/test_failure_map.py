@@ -92,6 +92,7 @@ def test_failure_modes_recover_the_planted_modes_and_what_care_did_with_them(
     assert table["share of failures"].tolist() == pytest.approx([2 / 3, 1 / 3])
     assert table["picked as hard negative"].tolist() == pytest.approx([4 / 6, 1.0])
     assert table["share of picks"].tolist() == pytest.approx([4 / 7, 3 / 7])
+    assert table["pseudo-anchor"].tolist() == pytest.approx([1 / 6, 0.0])  # template 1's #1
     assert table["repaired by RGR"].tolist() == pytest.approx([1 / 6, 1 / 3])
     assert table["RGR pass rate"].tolist() == pytest.approx([0.0, 0.5])
     shares = failure_map.mode_shares(points, modes)
@@ -176,6 +177,8 @@ def test_the_failure_map_of_a_trainer_written_care_run(
     picked = (table["picked as hard negative"] * table["failures"]).sum()
     assert picked == pytest.approx(picks)
     repairs = [group.rgr for group in groups if group.rgr.triggered]
+    rescued = sum(group.rescued for group in groups)
+    assert (table["pseudo-anchor"] * table["failures"]).sum() == pytest.approx(rescued)
     assert (table["repaired by RGR"] * table["failures"]).sum() == pytest.approx(len(repairs))
     # Every group of the map has its anchor, negatives and repair where the record says.
     group = max(groups, key=lambda g: (g.rgr.triggered, g.k_prime, g.step))

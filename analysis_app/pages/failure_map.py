@@ -75,9 +75,10 @@ def _show_modes(run_dir: Path, points: failure_map.FailurePoints) -> None:
     table["example response"] = [text or "(not logged)" for text in responses]
     st.caption(
         f"{len(points)} failed rollouts of every step, clustered by k-means on their projected "
-        "rationales (seed 0). Picked: chosen as a (pseudo-)negative; repaired: the failure an "
-        "RGR repair continued. The example is the mode's failure nearest its centre among the "
-        "steps whose rollout texts were logged."
+        "rationales (seed 0). Picked: chosen as a (pseudo-)negative; pseudo-anchor: anchored a "
+        "rescued all-wrong group; repaired: the failure an RGR repair continued. The example "
+        "is the mode's failure nearest its centre among the steps whose rollout texts were "
+        "logged."
     )
     view.show_table(
         table,
