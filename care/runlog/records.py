@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -166,6 +167,9 @@ def _numbers(kind: str, name: str, value: Any, nullable: bool) -> tuple[float | 
     return tuple([check(kind, f"{name}[{i}]", item) for i, item in enumerate(items)])
 
 
+_VECTOR_TYPES = (list, tuple)
+
+
 def _projection(
     kind: str, name: str, value: Any, entries: int
 ) -> tuple[tuple[float, ...], ...] | None:
@@ -175,6 +179,14 @@ def _projection(
     vectors = _sequence(kind, name, value)
     if len(vectors) != entries:
         raise RecordError(kind, name, f"has {len(vectors)} entries, expected {entries}")
+    # The usual value, lists or tuples of PROJECTION_DIM finite floats, is checked in one pass
+    # as in `_numbers`; anything else takes the loop below, which names the entry at fault.
+    if all(type(vector) in _VECTOR_TYPES and len(vector) == PROJECTION_DIM for vector in vectors):
+        coordinates = list(chain.from_iterable(vectors))
+        if set(map(type, coordinates)) == _FLOAT_ONLY:
+            total = sum(coordinates)
+            if total - total == 0.0:
+                return tuple(map(tuple, vectors))
     checked = []
     for i, vector in enumerate(vectors):
         coordinates = _sequence(kind, f"{name}[{i}]", vector)
