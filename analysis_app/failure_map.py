@@ -34,11 +34,9 @@ ANCHOR = "anchor"
 PSEUDO_ANCHOR = "pseudo-anchor"
 HARD_NEGATIVE = "hard negative"
 OTHER_FAILURE = "other failure"
+"""A failure CARE did not pick (the record does not say which were in the nearest-M pool)."""
 OTHER_CORRECT = "other correct"
 REPAIR = "RGR repair"
-ROLES = (ANCHOR, PSEUDO_ANCHOR, HARD_NEGATIVE, OTHER_FAILURE, OTHER_CORRECT, REPAIR)
-"""A point's role in its group, in legend order; "other failure" is a failure CARE did not pick
-(the record does not say which of them were in the nearest-M pool)."""
 
 DEFAULT_MODES = 4
 MAX_FIT_POINTS = 20_000
@@ -54,9 +52,10 @@ class GroupMap:
     """One group's rollouts in 2-D.
 
     points: one row per rollout, then the repair: columns ``point`` ("#i" or "repair"),
-        ``rollout`` (index, -1 for the repair), ``role`` (one of ROLES), ``pick`` (hard-negative
-        pick order 1.., NaN otherwise), ``repaired`` (RGR repaired this rollout), ``correct``,
-        ``advantage``, ``x``, ``y`` (the first two principal components).
+        ``rollout`` (index, -1 for the repair), ``role`` (anchor, pseudo-anchor, hard negative,
+        other failure, other correct, RGR repair), ``pick`` (hard-negative pick order 1.., NaN
+        otherwise), ``repaired`` (RGR repaired this rollout), ``correct``, ``advantage``, ``x``,
+        ``y`` (the first two principal components).
     explained: the share of the points' variance each axis holds; None when all points coincide.
     """
 

@@ -503,7 +503,9 @@ def group_map_figure(
                     "line": {"color": "#333333", "width": 1},
                 },
                 customdata=np.stack([rows["advantage"].to_numpy()], axis=-1),
-                hovertemplate="%{text}<br>advantage %{customdata[0]:+.3f}<extra>%{fullData.name}</extra>",
+                hovertemplate=(
+                    "%{text}<br>advantage %{customdata[0]:+.3f}<extra>%{fullData.name}</extra>"
+                ),
             )
         )
     figure.update_layout(

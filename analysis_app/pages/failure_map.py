@@ -44,7 +44,7 @@ def _show_group(group: GroupRecord) -> None:
             "(pick order in brackets), the dashed line joins the repaired failure to its repair."
         )
     view.show_table(
-        mapped.points[["point", "role", "pick", "correct", "advantage"]],
+        mapped.points[["point", "role", "pick", "correct", "advantage"]].astype({"pick": "Int64"}),
         hide_index=True,
         key="group_points",
     )

@@ -94,7 +94,8 @@ def project_rationales(embeddings: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def _cosine_distances(vectors: np.ndarray) -> np.ndarray:
-    """``1 − cos`` of every pair ``i < j`` of the rows of ``vectors`` ``[N, D]``: ``[N(N−1)/2]``."""
+    """``1 − cos`` of every pair ``i < j`` of the rows of ``vectors`` ``[N, D]``, as
+    ``[N(N−1)/2]``."""
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
     upper = np.triu_indices(len(vectors), k=1)
     return 1.0 - (unit @ unit.T)[upper]
