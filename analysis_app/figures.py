@@ -128,6 +128,8 @@ ROLE_COLOURS = {
     "correct": "#98df8a",
     "wrong": "#c7c7c7",
     "RGR repair": "#9467bd",
+    "other failure": "#c7c7c7",
+    "other correct": "#98df8a",
 }
 
 
@@ -595,6 +597,114 @@ def group_advantages_figure(
     )
     figure.update_xaxes(title_text="rollout", categoryorder="category ascending")
     figure.update_yaxes(title_text="advantage", zeroline=True)
+    return figure
+
+
+def group_map_figure(
+    points: pd.DataFrame, title: str = "The group's rationales (PCA of the projections)"
+) -> go.Figure:
+    """The rollouts of one group (and its RGR repair) in 2-D, one marker colour per role; dotted
+    lines join the (pseudo-)anchor to each hard negative, labelled with the pick order, and a
+    dashed line joins the repaired failure to its repair.
+
+    Args:
+        points: columns point, rollout, role, pick, repaired, correct, advantage, x, y, as
+            `analysis_app.failure_map.group_map` returns.
+    """
+    if points.empty:
+        return _empty_figure(title, "no rollouts")
+    figure = go.Figure()
+    anchors = points[points["role"].isin(["anchor", "pseudo-anchor"])]
+    negatives = points[points["pick"].notna()].sort_values("pick")
+    for anchor in anchors.itertuples():
+        for negative in negatives.itertuples():
+            figure.add_trace(
+                go.Scatter(
+                    x=[anchor.x, negative.x],
+                    y=[anchor.y, negative.y],
+                    mode="lines",
+                    line={"color": "#d62728", "dash": "dot", "width": 1},
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+    repair = points[points["role"] == "RGR repair"]
+    source = points[points["repaired"]]
+    if len(repair) and len(source):
+        figure.add_trace(
+            go.Scatter(
+                x=[source["x"].iloc[0], repair["x"].iloc[0]],
+                y=[source["y"].iloc[0], repair["y"].iloc[0]],
+                mode="lines",
+                line={"color": ROLE_COLOURS["RGR repair"], "dash": "dash", "width": 1.5},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for role, rows in points.groupby("role", sort=False):
+        labels = [
+            str(point) if math.isnan(pick) else f"{point} (pick {int(pick)})"
+            for point, pick in zip(rows["point"], rows["pick"], strict=True)
+        ]
+        figure.add_trace(
+            go.Scatter(
+                x=rows["x"],
+                y=rows["y"],
+                mode="markers+text",
+                name=str(role),
+                text=labels,
+                textposition="top center",
+                marker={
+                    "color": ROLE_COLOURS.get(str(role), "#7f7f7f"),
+                    "size": 13,
+                    "symbol": ["circle" if flag else "x" for flag in rows["correct"]],
+                    "line": {"color": "#333333", "width": 1},
+                },
+                customdata=np.stack([rows["advantage"].to_numpy()], axis=-1),
+                hovertemplate=(
+                    "%{text}<br>advantage %{customdata[0]:+.3f}<extra>%{fullData.name}</extra>"
+                ),
+            )
+        )
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    figure.update_xaxes(title_text="PC 1")
+    figure.update_yaxes(title_text="PC 2")
+    return figure
+
+
+def mode_shares_figure(shares: pd.DataFrame, title: str = "Failure modes per step") -> go.Figure:
+    """Stacked bars: each failure mode's share of the step's failed rollouts.
+
+    Args:
+        shares: index step, one column per mode (rows sum to 1), as
+            `analysis_app.failure_map.mode_shares` returns.
+    """
+    if shares.empty:
+        return _empty_figure(title, "no failures with projections")
+    figure = go.Figure()
+    for position, mode in enumerate(shares.columns):
+        figure.add_trace(
+            go.Bar(
+                x=shares.index,
+                y=shares[mode],
+                name=str(mode),
+                marker={"color": RUN_COLOURS[position % len(RUN_COLOURS)]},
+            )
+        )
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        barmode="stack",
+        height=360,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    _integer_step_axis(figure, pd.Series(shares.index))
+    figure.update_yaxes(title_text="share of the step's failures", range=[0, 1])
     return figure
 
 

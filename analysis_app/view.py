@@ -42,6 +42,7 @@ PAGES = (
     PageEntry("training_signal.py", "Training signal", ":material/show_chart:"),
     PageEntry("smoothness.py", "Smoothness", ":material/waves:"),
     PageEntry("hard_negatives.py", "Hard negatives", ":material/search:"),
+    PageEntry("failure_map.py", "Failure map", ":material/scatter_plot:"),
     PageEntry("evaluation.py", "Evaluation", ":material/target:"),
     PageEntry("compare.py", "Compare", ":material/compare_arrows:"),
     PageEntry("compare_checkpoints.py", "Compare checkpoints", ":material/difference:"),

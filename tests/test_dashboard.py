@@ -37,6 +37,7 @@ PAGE_FILES = (
     "training_signal.py",
     "smoothness.py",
     "hard_negatives.py",
+    "failure_map.py",
     "evaluation.py",
     "compare.py",
     "compare_checkpoints.py",
@@ -753,7 +754,7 @@ def test_a_version_1_run_is_migrated_for_the_dashboard(
         records = data.load_samples(run, 2).records
     assert step_groups[0].rgr.triggered and step_groups[0].rgr.reward is None
     assert [s.index for s in records if s.is_repair] == [-1, -1]
-    assert [r.getMessage() for r in caplog.records if "read as version 2" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if "read as version 3" in r.getMessage()]
     app = page("hard_negatives.py", tmp_path / "runs", monkeypatch, run="old", step="2", group="0")
     assert "(reward unknown, advantage unknown)" in texts(app)
     assert "repair s2 g0: recount gives \\boxed{3}" in texts(app)

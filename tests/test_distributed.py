@@ -248,6 +248,8 @@ def test_two_process_ddp_run_trains_every_prompt_of_a_step_once_with_consistent_
         assert [g.prompt_id for g in groups] == drawn[0::2] + drawn[1::2]
         assert [g.group_id for g in groups] == list(range(PROMPTS_PER_STEP))
         assert all(g.G == 4 and len(g.advantages) == 4 for g in groups)
+        # Each process projects its own rows; the merged records keep every group's projection.
+        assert all(len(g.projection) == g.G + g.rgr.triggered for g in groups)
         metrics = run.steps[step - 1]
         assert metrics["signal/failure_share_seq"] == pytest.approx(failure_share_of(groups))
         fractions = [metrics[f"groups/{k}_frac"] for k in ("all_correct", "all_wrong", "mixed")]

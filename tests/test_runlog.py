@@ -20,6 +20,7 @@ import yaml
 
 import care
 from care.runlog import (
+    PROJECTION_DIM,
     SCHEMA_VERSION,
     GroupRecord,
     HardNegative,
@@ -79,6 +80,7 @@ def group_record(group_id: int, n_correct: int = 2) -> dict:
         "advantages": [1.0 if flag else -0.75 for flag in correct] if mixed else [0.0] * 4,
         "rewards": [float(flag) for flag in correct],
         "correct": correct,
+        "projection": None,
     }
 
 
@@ -123,7 +125,7 @@ def test_round_trip_restores_config_meta_steps_groups_and_samples(tmp_path: Path
     assert list(yaml.safe_load((run_dir / "config.yaml").read_text()).keys()) == list(CONFIG)
 
     meta = run.meta
-    assert meta["schema_version"] == SCHEMA_VERSION == 2
+    assert meta["schema_version"] == SCHEMA_VERSION == 3
     assert meta["care_suite_version"] == care.__version__
     assert meta["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert meta["torch_version"] == torch.__version__
@@ -708,6 +710,63 @@ def test_reader_names_file_line_and_field_of_a_malformed_record(tmp_path: Path) 
     assert [group.group_id for group in index.of_step(1)] == [0] and index.warnings == [expected]
 
 
+def projection_of(entries: int) -> list[list[float]]:
+    """`entries` distinct projected vectors of PROJECTION_DIM numbers, 4 decimals like the log."""
+    return [
+        [round(0.01 * entry + 0.001 * k, 4) for k in range(PROJECTION_DIM)]
+        for entry in range(entries)
+    ]
+
+
+def test_a_projection_has_g_entries_plus_the_repair_and_round_trips(tmp_path: Path) -> None:
+    mixed = {**group_record(0), "projection": projection_of(5)}  # G = 4 and a triggered repair
+    wrong = {**group_record(1, n_correct=0), "projection": projection_of(4)}  # no repair
+    with RunWriter.create(tmp_path / "run", CONFIG, seed=0) as writer:
+        writer.log_groups(1, [mixed, wrong, group_record(2)])
+    groups = RunReader(tmp_path / "run").groups
+    assert [len(group.projection or ()) for group in groups] == [5, 4, 0]
+    assert groups[0].projection[4] == tuple(projection_of(5)[4])  # the repair's, last
+    assert groups[0].projection[1][31] == 0.041 and groups[2].projection is None
+    assert groups[0].to_json()["projection"] == projection_of(5)
+    line = (tmp_path / "run" / "groups.jsonl").read_text().splitlines()[2]
+    assert line.endswith('"projection":null}')  # written even when there is none
+
+
+@pytest.mark.parametrize(
+    ("projection", "message"),
+    [
+        (projection_of(4), r"field 'projection': has 4 entries, expected 5"),
+        (projection_of(6), r"field 'projection': has 6 entries, expected 5"),
+        (
+            [*projection_of(4), [0.5] * 31],
+            r"field 'projection\[4\]': has 31 coordinates, a projection has 32",
+        ),
+        (
+            [*projection_of(2), [0.1] * 5 + [None] + [0.1] * 26, *projection_of(2)],
+            r"field 'projection\[2\]\[5\]': must be a number, got None",
+        ),
+        ([*projection_of(4), "0.5"], r"field 'projection\[4\]': must be a list, got '0.5'"),
+        ({"rollouts": []}, r"field 'projection': must be a list"),
+    ],
+)
+def test_writer_rejects_a_malformed_projection_naming_the_field(
+    tmp_path: Path, projection: object, message: str
+) -> None:
+    with RunWriter.create(tmp_path / "run", CONFIG, seed=0) as writer:
+        with pytest.raises(RecordError, match=rf"record 0: group record: {message}"):
+            writer.log_groups(1, [{**group_record(0), "projection": projection}])
+    assert (tmp_path / "run" / "groups.jsonl").read_text() == ""
+
+
+def test_a_non_finite_projection_is_refused_by_the_record() -> None:
+    vectors = projection_of(5)
+    vectors[3][7] = math.nan
+    with pytest.raises(
+        RecordError, match=r"field 'projection\[3\]\[7\]': must be a finite number, got nan"
+    ):
+        GroupRecord.from_json({"step": 1, **group_record(0), "projection": vectors})
+
+
 def test_records_round_trip_through_json_in_the_documented_field_order() -> None:
     record = GroupRecord.from_json({"step": 3, **group_record(1)})
     assert record.to_json() == {"step": 3, **group_record(1)}
@@ -778,8 +837,29 @@ def test_a_version_1_run_opens_through_the_migration_with_one_message(
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1
     assert str(run_dir) in messages[0]
-    assert "schema version 1, read as version 2" in messages[0]
+    assert "schema version 1, read as version 3" in messages[0]
     # The folder itself is not rewritten, and a version-1 run is never appended to.
     assert '"reward"' not in (run_dir / "groups.jsonl").read_text()
-    with pytest.raises(RunLogError, match="schema_version 1 differs from 2"):
+    with pytest.raises(RunLogError, match="schema_version 1 differs from 3"):
+        RunWriter.resume(run_dir, 1)
+
+
+def test_a_version_2_run_reads_without_projections_and_is_never_appended_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "v2_run"
+    with RunWriter.create(run_dir, CONFIG, seed=0) as writer:
+        log_training_step(writer, 1)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    (run_dir / "meta.json").write_text(json.dumps({**meta, "schema_version": 2}))
+    lines = (run_dir / "groups.jsonl").read_text().splitlines()
+    assert all(line.endswith(',"projection":null}') for line in lines)
+    old = [line.removesuffix(',"projection":null}') + "}" for line in lines]  # as version 2 wrote
+    (run_dir / "groups.jsonl").write_text("".join(line + "\n" for line in old))
+    with caplog.at_level(logging.WARNING, logger="care.runlog"):
+        run = RunReader(run_dir)
+        groups = run.groups
+    assert run.schema_version == 2 and [group.projection for group in groups] == [None, None]
+    assert "schema version 2, read as version 3" in caplog.records[0].getMessage()
+    with pytest.raises(RunLogError, match="schema_version 2 differs from 3"):
         RunWriter.resume(run_dir, 1)

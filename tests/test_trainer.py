@@ -23,6 +23,7 @@ from care.config import config_from_dict
 from care.data import DataError
 from care.data.synth import write_synthetic_dataset
 from care.runlog import RunReader
+from care.train.projection import project_rationales
 from care.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,13 @@ def test_every_estimator_trains_and_logs_the_step_metrics(data_dir, tmp_path, es
     assert first["signal/failure_share_seq"] == pytest.approx(failure_share_of(step_groups))
     # Two steps of two prompts (DAPO, keeping nothing, logs its first draw).
     assert len(groups) == 4 and all(g.G == 4 for g in groups)
+    # Only CARE computes rationale embeddings, so only its groups carry their projections.
+    if estimator in ("care", "care_no_rgr"):
+        assert all(
+            len(g.projection) == g.G + (g.rgr is not None and g.rgr.triggered) for g in groups
+        )
+    else:
+        assert all(g.projection is None for g in groups)
     checkpoint = run_dir / "checkpoints" / "step_2"
     assert (checkpoint / "model.safetensors").is_file()
     assert (checkpoint / "trainer_state.pt").is_file()
@@ -126,9 +134,27 @@ def test_care_step_logs_a_rescue_and_a_passed_repair_as_a_second_positive(data_d
         return wrong
 
     trainer.engine = ScriptedEngine(trainer.processor, answers, script)
+    logged = {}
+    log_step = trainer._log
+
+    def keep_rows(step, batch, result, *rest):
+        logged["embeddings"] = batch.embeddings.clone()
+        logged["rows"] = [(row.group, row.reflected_from) for row in batch.rows]
+        return log_step(step, batch, result, *rest)
+
+    trainer._log = keep_rows
     trainer.fit()
     run = RunReader(cfg.run_dir)
     anchored, rescued = sorted(run.groups, key=lambda g: g.rescued)
+    # Each group's projection: its rollouts' rows in order, then its repair's row.
+    projected = project_rationales(logged["embeddings"], cfg.run.seed).tolist()
+    for group in run.groups:
+        rows = [i for i, (g, source) in enumerate(logged["rows"]) if g == group.group_id]
+        order = [i for i in rows if logged["rows"][i][1] < 0] + [
+            i for i in rows if logged["rows"][i][1] >= 0
+        ]
+        assert group.projection == tuple(tuple(projected[i]) for i in order)
+    assert len(anchored.projection) == 5 and len(rescued.projection) == 4
     assert anchored.n_correct == 1 and anchored.anchor_index == 0
     assert anchored.k_prime == 3
     assert anchored.rgr.triggered and anchored.rgr.passed

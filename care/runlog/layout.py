@@ -18,8 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the run-folder format this code writes; readers accept this version and older."""
+
+PROJECTION_DIM = 32
+"""Coordinates of a rollout's projected rationale embedding in ``groups.jsonl`` (``projection``)."""
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"

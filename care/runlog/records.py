@@ -16,8 +16,8 @@ must be an int or null, got '2'``.
 reaches the disk; the readers parse lines into these records (`RunReader`, the dashboard's
 `StepIndex`), except the dashboard's steps frame, which pyarrow reads column by column.
 
-Runs of schema version 1 are read through `migrate_json`, which fills what version 2 added;
-docs/run_format.md lists the differences.
+Runs of older schema versions are read through `migrate_json`, which fills what later versions
+added; docs/run_format.md lists the differences.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar
 
-from care.runlog.layout import SCHEMA_VERSION
+from care.runlog.layout import PROJECTION_DIM, SCHEMA_VERSION
 
 logger = logging.getLogger("care.runlog")
 
@@ -164,6 +165,39 @@ def _numbers(kind: str, name: str, value: Any, nullable: bool) -> tuple[float | 
     # tuple(list), not tuple(generator): a generator's tuple is allocated large and shrunk,
     # so the size-G tuples it frees pile up in CPython's tuple free list instead of being reused.
     return tuple([check(kind, f"{name}[{i}]", item) for i, item in enumerate(items)])
+
+
+_VECTOR_TYPES = (list, tuple)
+
+
+def _projection(
+    kind: str, name: str, value: Any, entries: int
+) -> tuple[tuple[float, ...], ...] | None:
+    """`entries` vectors of PROJECTION_DIM finite numbers each, or None (no embeddings)."""
+    if value is None:
+        return None
+    vectors = _sequence(kind, name, value)
+    if len(vectors) != entries:
+        raise RecordError(kind, name, f"has {len(vectors)} entries, expected {entries}")
+    # The usual value, lists or tuples of PROJECTION_DIM finite floats, is checked in one pass
+    # as in `_numbers`; anything else takes the loop below, which names the entry at fault.
+    if all(type(vector) in _VECTOR_TYPES and len(vector) == PROJECTION_DIM for vector in vectors):
+        coordinates = list(chain.from_iterable(vectors))
+        if set(map(type, coordinates)) == _FLOAT_ONLY:
+            total = sum(coordinates)
+            if total - total == 0.0:
+                return tuple(map(tuple, vectors))
+    checked = []
+    for i, vector in enumerate(vectors):
+        coordinates = _sequence(kind, f"{name}[{i}]", vector)
+        if len(coordinates) != PROJECTION_DIM:
+            raise RecordError(
+                kind,
+                f"{name}[{i}]",
+                f"has {len(coordinates)} coordinates, a projection has {PROJECTION_DIM}",
+            )
+        checked.append(_numbers(kind, f"{name}[{i}]", coordinates, nullable=False))
+    return tuple(checked)
 
 
 def _bools(kind: str, name: str, value: Any) -> tuple[bool, ...]:
@@ -392,8 +426,11 @@ class GroupRecord:
 
     Every field is described in docs/run_format.md. `advantages`, `rewards` and `correct` hold
     one entry per rollout (length G); rollout indices (anchor, pseudo-anchor, hard negatives,
-    the repair's source) lie in 0..G-1. `correct_source` and `not_computed` are set only by
-    `care import` and are left out of the line when they are at their defaults.
+    the repair's source) lie in 0..G-1. `projection` holds the projected rationale embedding
+    (PROJECTION_DIM numbers) of each rollout, then of the RGR repair when one was triggered, or
+    is None when the estimator computes no embeddings; a dict without it reads as None.
+    `correct_source` and `not_computed` are set only by `care import` and are left out of the
+    line when they are at their defaults.
     """
 
     KIND: ClassVar[str] = "group"
@@ -414,6 +451,7 @@ class GroupRecord:
         "rewards",
         "correct",
     )
+    OPTIONAL_FIELDS: ClassVar[tuple[str, ...]] = ("projection",)
     IMPORT_FIELDS: ClassVar[tuple[str, ...]] = ("correct_source", "not_computed")
 
     step: int
@@ -431,6 +469,7 @@ class GroupRecord:
     advantages: tuple[float | None, ...]
     rewards: tuple[float, ...]
     correct: tuple[bool, ...]
+    projection: tuple[tuple[float, ...], ...] | None = None
     correct_source: str | None = None
     not_computed: tuple[str, ...] = ()
 
@@ -502,6 +541,12 @@ class GroupRecord:
                         "rgr.source_index",
                         f"rollout {source} is correct; only failures are repaired",
                     )
+        repaired = self.rgr is not None and self.rgr.triggered
+        _set(
+            self,
+            "projection",
+            _projection(kind, "projection", self.projection, size + int(repaired)),
+        )
         _optional_str(kind, "correct_source", self.correct_source)
         _set(self, "not_computed", _strs(kind, "not_computed", self.not_computed))
 
@@ -529,6 +574,9 @@ class GroupRecord:
             "advantages": list(self.advantages),
             "rewards": list(self.rewards),
             "correct": list(self.correct),
+            "projection": None
+            if self.projection is None
+            else [list(vector) for vector in self.projection],
         }
         if self.correct_source is not None:
             data["correct_source"] = self.correct_source
@@ -557,8 +605,9 @@ class GroupRecord:
                 repair = RgrRecord._build(repair)
             except RecordError as error:
                 raise error.inside(cls.KIND, "rgr") from None
-        # Every field is known and present (the import fields get their defaults), so the
-        # record is filled in directly and checked by __post_init__ as __init__ would.
+        # Every field is known and present (the optional and import fields get their
+        # defaults), so the record is filled in directly and checked by __post_init__ as
+        # __init__ would.
         record = object.__new__(cls)
         fields = record.__dict__
         fields.update(_GROUP_DEFAULTS)
@@ -570,8 +619,8 @@ class GroupRecord:
 
 
 _GROUP_KEYS = frozenset(GroupRecord.FIELDS)
-_GROUP_DEFAULTS = {"correct_source": None, "not_computed": ()}
-_GROUP_KNOWN = _GROUP_KEYS | frozenset(GroupRecord.IMPORT_FIELDS)
+_GROUP_DEFAULTS = {"projection": None, "correct_source": None, "not_computed": ()}
+_GROUP_KNOWN = _GROUP_KEYS | frozenset(GroupRecord.OPTIONAL_FIELDS + GroupRecord.IMPORT_FIELDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -702,10 +751,13 @@ def migrate_json(kind: str, data: Any, version: int) -> Any:
     trainer and `care import` of version 1 wrote none), and an RGR repair's sample gets index
     -1 (the trainer wrote -1, hand-built runs the repaired rollout's index).
 
+    Version 2 -> 3: a group line has no ``projection``; `GroupRecord` reads a missing one as
+    null, so nothing is added here.
+
     Example: ``migrate_json("group", {..., "rgr": {"triggered": False, "passed": None, ...}},
     1)["rgr"]["reward"]`` -> ``None``.
     """
-    if version >= SCHEMA_VERSION or not isinstance(data, dict):
+    if version >= 2 or not isinstance(data, dict):
         return data
     if kind == "group":
         repair = data.get("rgr")
@@ -736,8 +788,8 @@ def note_migration(run_dir: str | os.PathLike[str], version: int) -> bool:
         _told.add(key)
     logger.warning(
         "%s: run written with schema version %d, read as version %d (migrated in memory, the "
-        "files are not changed; RGR reward and advantage are unknown for repairs it logged "
-        "without them)",
+        "files are not changed; what that version did not log reads as unknown: RGR reward and "
+        "advantage before version 2, rationale projections before version 3)",
         Path(run_dir),
         version,
         SCHEMA_VERSION,

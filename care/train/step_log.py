@@ -20,13 +20,23 @@ from care.verify import status_fractions
 
 
 def row_payload(
-    step: int, batch: StepBatch, result: EstimatorResult, rank: int, rgr_enabled: bool
+    step: int,
+    batch: StepBatch,
+    result: EstimatorResult,
+    rank: int,
+    rgr_enabled: bool,
+    projected: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Everything the logs need about this process's rows: per-row lists for the step metrics,
     and the step's typed group and sample records (``care.runlog.GroupRecord``/``SampleRecord``,
-    whose checks run here, so a malformed record stops the step before anything is written)."""
+    whose checks run here, so a malformed record stops the step before anything is written).
+
+    projected: float ``[N, PROJECTION_DIM]`` projected rationale embedding of every row
+    (``care.train.projection.project_rationales``), or None when the estimator has none.
+    """
     rows = batch.rows
     care = result.care
+    vectors = projected.tolist() if projected is not None else None
     # One pass over the rows: each group's sampled rows and its repairs, in row order.
     members: list[list[int]] = [[] for _ in batch.examples]
     repairs: list[list[int]] = [[] for _ in batch.examples]
@@ -45,7 +55,9 @@ def row_payload(
         "response_len": [len(row.response_ids) for row in rows],
         "rescued": care.rescued.tolist() if care is not None else [False] * len(rows),
         "groups": [
-            group_record(step, batch, result, group, members[group], repairs[group], rgr_enabled)
+            group_record(
+                step, batch, result, group, members[group], repairs[group], rgr_enabled, vectors
+            )
             for group in range(len(batch.examples))
         ],
         "samples": [
@@ -79,9 +91,11 @@ def group_record(
     members: list[int],
     repair: list[int],
     rgr_enabled: bool,
+    vectors: list[list[float]] | None = None,
 ) -> GroupRecord:
     """The groups.jsonl record of one prompt group of this process's batch: ``members`` are the
-    group's sampled rows, ``repair`` its RGR rows (row indices into ``batch.rows``)."""
+    group's sampled rows, ``repair`` its RGR rows (row indices into ``batch.rows``), ``vectors``
+    every row's projected rationale embedding (None without embeddings)."""
     rows = batch.rows
     care = result.care
     position = {row_index: k for k, row_index in enumerate(members)}
@@ -134,6 +148,8 @@ def group_record(
         advantages=[float(result.advantages[i]) for i in members],
         rewards=[float(rows[i].reward) for i in members],
         correct=[bool(rows[i].verdict.acc) for i in members],
+        # The rollouts in group order, then the repair (at most one per group).
+        projection=None if vectors is None else [vectors[i] for i in members + repair],
         **fields,
     )
 

@@ -50,6 +50,7 @@ from care.train.policy_setup import (
     make_optimizer,
     task_corpus,
 )
+from care.train.projection import project_rationales
 from care.train.prompt_budget import drop_over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
@@ -694,7 +695,10 @@ class Trainer:
         dapo_stats: dict[str, float],
     ) -> dict[str, float]:
         rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
-        payload = step_log.row_payload(step, batch, result, self.rank, rgr_on)
+        projected = None
+        if batch.embeddings is not None:
+            projected = project_rationales(batch.embeddings, self.cfg.run.seed)
+        payload = step_log.row_payload(step, batch, result, self.rank, rgr_on, projected)
         gathered = lockstep.gather_from_processes(payload, self.accelerator)
         metrics: dict[str, float] = {}
         if self.is_main:
