@@ -143,7 +143,14 @@ def demo(
     ] = 1,
 ) -> None:
     """Synthetic task + tiny model: SFT warm start, then GRPO vs CARE, evaluated and compared."""
-    from care.demo import format_report, load_seed, run_demo, summary_file, write_summary
+    from care.demo import (
+        format_report,
+        load_seed,
+        recorded_threads,
+        run_demo,
+        summary_file,
+        write_summary,
+    )
     from care.runlog import RunLogError
 
     try:
@@ -156,7 +163,12 @@ def demo(
         except (FileNotFoundError, RunLogError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(code=2) from error
-        write_summary(out, results, fast=fast)
+        try:
+            known_threads = recorded_threads(out, fast=fast)
+        except ValueError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(code=2) from error
+        write_summary(out, results, fast=fast, threads=known_threads)
     else:
         results = run_demo(
             out, seeds=seed_list, fast=fast, progress=not fast, echo=typer.echo, threads=threads

@@ -375,6 +375,19 @@ def summary_file(out: Path, *, fast: bool = False) -> Path:
     return Path(out) / f"demo{'_fast' if fast else ''}_summary.json"
 
 
+def recorded_threads(out: Path, *, fast: bool = False) -> int | None:
+    """The thread count the summary already in ``out`` records (None without one): what
+    ``care demo --report`` keeps when it writes the summary again from finished runs."""
+    path = summary_file(out, fast=fast)
+    if not path.is_file():
+        return None
+    try:
+        threads = json.loads(path.read_text(encoding="utf-8")).get("threads")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a demo summary ({error})") from error
+    return threads if isinstance(threads, int) else None
+
+
 def write_summary(
     out: Path, results: Sequence[SeedResult], *, fast: bool = False, threads: int | None = None
 ) -> Path:
