@@ -195,6 +195,26 @@ def _seed_group_text(group: seeds.SeedGroup) -> str:
     return f"**{group.label}**: " + ", ".join(f"{run} (seed {seed})" for run, seed in pairs)
 
 
+def selected_runs(prompt: str = "Pick one or more runs in the sidebar.") -> dict[str, Path] | None:
+    """The runs picked in the sidebar; None, after showing `prompt`, while none is."""
+    root = runs_root_or_stop()
+    runs = select_runs(root, all_runs_or_stop(root))
+    if not runs:
+        st.info(prompt)
+        return None
+    return runs
+
+
+def browsed_run(prompt: str = "Pick a run in the sidebar.") -> tuple[str, Path] | None:
+    """The name and folder of the one run a browsing page shows (``?browse=``), among the
+    sidebar's; None, after showing `prompt`, while no run is selected."""
+    runs = selected_runs(prompt)
+    if runs is None:
+        return None
+    name = choose("Run", list(runs), param="browse")
+    return name, runs[name]
+
+
 def selected_steps(
     *, min_runs: int = 1, prompt: str = "Pick one or more runs in the sidebar."
 ) -> tuple[dict[str, Path], pd.DataFrame, float] | None:

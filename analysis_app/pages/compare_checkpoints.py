@@ -37,11 +37,8 @@ def _text(value: Any) -> str:
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    if not runs:
-        st.info("Pick one or more runs in the sidebar.")
+    runs = view.selected_runs()
+    if runs is None:
         return
     checkpoints = data.evaluated_checkpoints(runs)
     if len(checkpoints) < 2:

@@ -8,11 +8,8 @@ from analysis_app import data, figures, tables, view
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    if not runs:
-        st.info("Pick one or more runs in the sidebar.")
+    runs = view.selected_runs()
+    if runs is None:
         return
     evaluation, warnings = data.eval_of_runs(runs)
     view.show_warnings(warnings)

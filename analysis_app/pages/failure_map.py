@@ -89,14 +89,10 @@ def _show_modes(run_dir: Path, points: failure_map.FailurePoints) -> None:
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    if not runs:
-        st.info("Pick a run in the sidebar.")
+    browsed = view.browsed_run()
+    if browsed is None:
         return
-    run_name = view.choose("Run", list(runs), param="browse")
-    run_dir = runs[run_name]
+    run_name, run_dir = browsed
     groups = data.load_groups(run_dir)
     if not groups.steps:
         view.show_warnings(groups.warnings)

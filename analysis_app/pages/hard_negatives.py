@@ -113,14 +113,10 @@ def _show_rgr(group: GroupRecord, samples: list[SampleRecord]) -> None:
 
 
 def body() -> None:
-    root = view.runs_root_or_stop()
-    names = view.all_runs_or_stop(root)
-    runs = view.select_runs(root, names)
-    if not runs:
-        st.info("Pick a run in the sidebar.")
+    browsed = view.browsed_run()
+    if browsed is None:
         return
-    run_name = view.choose("Run", list(runs), param="browse")
-    run_dir = runs[run_name]
+    run_name, run_dir = browsed
     imported_note = data.not_computed_note(data.load_config(run_dir))
     if imported_note is not None:
         st.info(
