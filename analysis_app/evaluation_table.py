@@ -453,17 +453,8 @@ def to_latex(table: IntervalTable, *, caption: str | None = None, label: str | N
     frame = table.estimate
     header = [tables.latex_escape(frame.index.name or "")]
     header += [tables.latex_escape(column) for column in frame.columns]
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption is not None:
-        lines.append(rf"\caption{{{tables.latex_escape(caption)}}}")
-    if label is not None:
-        lines.append(rf"\label{{{label}}}")
-    lines += [
-        rf"\begin{{tabular}}{{l{'r' * len(frame.columns)}}}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-    ]
+    alignment = "l" + "r" * len(frame.columns)
+    lines = tables.latex_opening(header, alignment, caption=caption, label=label)
     first_other = next((row for row in frame.index if row not in table.checkpoints), None)
     for row in frame.index:
         if row == first_other and row != frame.index[0]:

@@ -623,6 +623,32 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(character, character) for character in str(text))
 
 
+def latex_opening(
+    header: Sequence[str],
+    alignment: str,
+    *,
+    caption: str | None = None,
+    label: str | None = None,
+    in_float: bool = True,
+) -> list[str]:
+    """The lines a booktabs table starts with: with `in_float`, ``\\begin{table}[t]``,
+    ``\\centering``, the caption (escaped) and label when given; then the tabular of
+    `alignment`, ``\\toprule``, the `header` cells (already LaTeX) and ``\\midrule``."""
+    lines = []
+    if in_float:
+        lines += [r"\begin{table}[t]", r"\centering"]
+        if caption is not None:
+            lines.append(rf"\caption{{{latex_escape(caption)}}}")
+        if label is not None:
+            lines.append(rf"\label{{{label}}}")
+    return lines + [
+        rf"\begin{{tabular}}{{{alignment}}}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
+
+
 def to_latex(
     frame: pd.DataFrame,
     best: Mapping[str, Direction] | None = None,
@@ -646,19 +672,8 @@ def to_latex(
     header = [latex_escape(frame.index.name or "")] + [latex_escape(c) for c in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     alignment = "l" + "".join("r" if flag else "l" for flag in numeric)
-    lines = []
-    if caption is not None or label is not None:
-        lines += [r"\begin{table}[t]", r"\centering"]
-        if caption is not None:
-            lines.append(rf"\caption{{{latex_escape(caption)}}}")
-        if label is not None:
-            lines.append(rf"\label{{{label}}}")
-    lines += [
-        rf"\begin{{tabular}}{{{alignment}}}",
-        r"\toprule",
-        " & ".join(header) + r" \\",
-        r"\midrule",
-    ]
+    in_float = caption is not None or label is not None
+    lines = latex_opening(header, alignment, caption=caption, label=label, in_float=in_float)
     for row_label, row in cells.iterrows():
         values = []
         for column, text in row.items():
@@ -667,7 +682,7 @@ def to_latex(
             values.append(rf"\textbf{{{escaped}}}" if bold else escaped)
         lines.append(" & ".join([latex_escape(_label(row_label)), *values]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption is not None or label is not None:
+    if in_float:
         lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
