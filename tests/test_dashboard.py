@@ -23,6 +23,7 @@ pytest.importorskip(
     "streamlit", reason="the dashboard needs the 'app' extra: pip install -e '.[app]'"
 )
 
+from fixtures.pages import open_page as page  # noqa: E402
 from fixtures.runs import write_synthetic_run  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
@@ -31,7 +32,6 @@ from care.metrics.smoothness import debiased_ema, smoothness_summary  # noqa: E4
 from care.runlog import HardNegative, RunReader  # noqa: E402
 from evaluation.compare import OUTCOMES, compare_folders, load_items  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
 PAGE_FILES = (
     "runs.py",
     "training_signal.py",
@@ -86,18 +86,6 @@ def raw_steps(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def page(
-    name: str, root: Path, monkeypatch: pytest.MonkeyPatch, **query: str | list[str]
-) -> AppTest:
-    monkeypatch.setenv(data.RUNS_DIR_ENV, str(root))
-    app = AppTest.from_file(str(PAGES_DIR / name), default_timeout=60)
-    for key, value in query.items():
-        app.query_params[key] = value
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def texts(app: AppTest) -> str:

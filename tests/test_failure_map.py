@@ -13,13 +13,14 @@ import pytest
 pytest.importorskip("sklearn", reason="the failure map needs the 'app' extra")
 pytest.importorskip("streamlit", reason="the dashboard needs the 'app' extra")
 
+from fixtures.pages import open_page  # noqa: E402
 from fixtures.runs import write_synthetic_run  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis_app import data, failure_map, figures  # noqa: E402
 from care.runlog import RunReader  # noqa: E402
 
-PAGE = Path(__file__).resolve().parents[1] / "analysis_app" / "pages" / "failure_map.py"
+PAGE = "failure_map.py"
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,6 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_cache() -> None:
     data.clear_cache()
-
-
-def page(root: Path, monkeypatch: pytest.MonkeyPatch, **query: str) -> AppTest:
-    monkeypatch.setenv(data.RUNS_DIR_ENV, str(root))
-    app = AppTest.from_file(str(PAGE), default_timeout=60)
-    for key, value in query.items():
-        app.query_params[key] = value
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
 
 
 def texts(app: AppTest) -> str:
@@ -121,7 +112,9 @@ def test_too_many_modes_or_none_are_refused() -> None:
 def test_the_page_draws_the_group_and_the_modes(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = page(runs_root, monkeypatch, run="care", browse="care", step="20", group="3", modes="2")
+    app = open_page(
+        PAGE, runs_root, monkeypatch, run="care", browse="care", step="20", group="3", modes="2"
+    )
     assert [s.value for s in app.selectbox] == ["care", "20", "3", "2"]
     assert len(app.get("plotly_chart")) == 2
     group_points, modes = app.dataframe[0].value, app.dataframe[1].value
@@ -138,7 +131,7 @@ def test_the_page_draws_the_group_and_the_modes(
 def test_a_run_without_projections_gets_a_message(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = page(runs_root, monkeypatch, run="grpo")
+    app = open_page(PAGE, runs_root, monkeypatch, run="grpo")
     assert "grpo (grpo) logged no rationale projections" in app.info[0].value
     assert not app.error and not app.get("plotly_chart")
 
@@ -190,8 +183,8 @@ def test_the_failure_map_of_a_trainer_written_care_run(
         ["hard negative"] * group.k_prime
     )
     assert (roles[-1] == "RGR repair") == group.rgr.triggered
-    app = page(
-        run_dir.parent, monkeypatch,
+    app = open_page(
+        PAGE, run_dir.parent, monkeypatch,
         run=run_dir.name, browse=run_dir.name, step=str(group.step), group=str(group.group_id),
         modes="2",
     )  # fmt: skip

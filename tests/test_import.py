@@ -373,20 +373,13 @@ def dashboard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def open_page(
     name: str, root: Path, monkeypatch: pytest.MonkeyPatch, **query: str | list[str]
 ) -> AppTest:
-    """Run one dashboard page under AppTest; it must finish without an exception."""
-    from streamlit.testing.v1 import AppTest
+    """`fixtures.pages.open_page` with the dashboard's cache emptied first."""
+    from fixtures.pages import open_page as run_page
 
     from analysis_app import data
 
     data.clear_cache()
-    monkeypatch.setenv(data.RUNS_DIR_ENV, str(root))
-    pages = Path(__file__).resolve().parents[1] / "analysis_app" / "pages"
-    app = AppTest.from_file(str(pages / name), default_timeout=60)
-    for key, value in query.items():
-        app.query_params[key] = value
-    app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    return app
+    return run_page(name, root, monkeypatch, **query)
 
 
 def page_text(app: AppTest) -> str:
