@@ -26,6 +26,7 @@ def row_payload(
     rank: int,
     rgr_enabled: bool,
     projected: torch.Tensor | None = None,
+    with_samples: bool = True,
 ) -> dict[str, Any]:
     """Everything the logs need about this process's rows: per-row lists for the step metrics,
     and the step's typed group and sample records (``care.runlog.GroupRecord``/``SampleRecord``,
@@ -33,6 +34,8 @@ def row_payload(
 
     projected: float ``[N, PROJECTION_DIM]`` projected rationale embedding of every row
     (``care.train.projection.project_rationales``), or None when the estimator has none.
+    with_samples: build the sample records (the rollout texts); False on a step that writes none
+    (``train.log_samples_every``), so their texts are neither checked nor gathered.
     """
     rows = batch.rows
     care = result.care
@@ -78,6 +81,7 @@ def row_payload(
                 finish_reason=row.finish_reason,
             )
             for i, row in enumerate(rows)
+            if with_samples
         ],
     }
     return payload

@@ -698,7 +698,11 @@ class Trainer:
         projected = None
         if batch.embeddings is not None:
             projected = project_rationales(batch.embeddings, self.cfg.run.seed)
-        payload = step_log.row_payload(step, batch, result, self.rank, rgr_on, projected)
+        every = self.cfg.train.log_samples_every
+        with_samples = bool(every) and step % every == 0
+        payload = step_log.row_payload(
+            step, batch, result, self.rank, rgr_on, projected, with_samples=with_samples
+        )
         gathered = lockstep.gather_from_processes(payload, self.accelerator)
         metrics: dict[str, float] = {}
         if self.is_main:
@@ -713,8 +717,7 @@ class Trainer:
             metrics["data/skipped_rows"] = float(self.skipped_rows)
             assert self.writer is not None
             self.writer.log_groups(step, merged["groups"])
-            every = self.cfg.train.log_samples_every
-            if every and step % every == 0:
+            if with_samples:
                 self.writer.log_samples(step, merged["samples"])
         return metrics
 
