@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from care.algo.registry import AdvantageBatch
 from care.verify import Verdict
 
 
@@ -132,6 +133,28 @@ class StepBatch:
     def response_mask(self) -> torch.Tensor:
         """bool ``[N, L]``: True on each row's real response tokens."""
         return torch.arange(self.width)[None, :] < self.response_len[:, None]
+
+    def advantage_batch(self) -> AdvantageBatch:
+        """What an estimator reads about the rows (after the forward columns are filled).
+
+        An RGR row is never an anchor or a negative candidate; it carries its source's
+        embedding only so that the embeddings stay one dense tensor.
+        """
+        reflected = self.column("reflected_from", torch.long)
+        embeddings = self.embeddings
+        if embeddings is not None:
+            embeddings = embeddings[torch.where(reflected >= 0, reflected, torch.arange(len(self)))]
+        return AdvantageBatch(
+            rewards=self.column("reward", torch.float32),
+            correct=self.verdict_column("acc"),
+            group_index=self.column("group", torch.long),
+            think_len=self.think_len,
+            answer_len=self.answer_len,
+            embeddings=embeddings,
+            old_logprob_sum=self.old_logp_sum.float(),
+            reflected_from=reflected if bool((reflected >= 0).any()) else None,
+            response_len=self.response_len,
+        )
 
     def store(self, rows: Sequence[int], **values: torch.Tensor | None) -> None:
         """Write the values of ``rows`` into the named columns.

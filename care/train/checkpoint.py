@@ -173,3 +173,44 @@ def restore_training_state(
     sampler.load_state_dict(state["sampler"])
     restore_rng(state["rng"])
     return int(state["step"])
+
+
+def save_training_state(
+    run_dir: Path,
+    step: int,
+    *,
+    model: Any,
+    policy: Any,
+    processor: Any,
+    optimizer: Any,
+    scheduler: Any,
+    sampler: Any,
+    config: dict[str, Any],
+    keep: int,
+    accelerator: Any,
+) -> Path | None:
+    """Write ``checkpoints/step_<step>`` from the main process (the model files, optimizer,
+    scheduler, prompt-sampler and RNG states, and the run's ``config``); every process must call
+    this. Returns the folder on the main process, None on the others.
+
+    Under FSDP2 every process takes part in gathering the whole weights and optimizer state
+    first; the main process writes them.
+    """
+    path = None
+    model_state, optimizer_state = fsdp2.whole_state(model, optimizer, accelerator)
+    if accelerator.is_main_process:
+        state = {
+            "optimizer": optimizer_state,
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state_dict(),
+            "config": config,
+        }
+        path = save_checkpoint(
+            run_dir,
+            step,
+            save_model=lambda folder: save_model_files(policy, processor, folder, model_state),
+            trainer_state=state,
+            keep=keep,
+        )
+    accelerator.wait_for_everyone()
+    return path

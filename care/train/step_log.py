@@ -15,8 +15,47 @@ import torch
 from care.algo.registry import EstimatorResult
 from care.metrics.signal import batch_summary, step_signal_metrics
 from care.runlog import GroupRecord, HardNegative, RgrRecord, SampleRecord
+from care.train import lockstep
 from care.train.batch import StepBatch
+from care.train.projection import project_rationales
 from care.verify import status_fractions
+
+
+def log_step_rows(
+    step: int,
+    batch: StepBatch,
+    result: EstimatorResult,
+    *,
+    rank: int,
+    rgr_enabled: bool,
+    rescue_enabled: bool,
+    with_samples: bool,
+    projection_seed: int,
+    accelerator: Any,
+    writer: Any,
+) -> dict[str, float]:
+    """Gather every process's rows of the step, write its group records (and, ``with_samples``,
+    its sample records) through the main process's ``writer``, and return the step metrics
+    computed from the rows (an empty dict on the other processes). Every process must call this.
+
+    The rationale embeddings, when the estimator computed them, are logged as their fixed
+    random projection (care.train.projection, seeded with ``projection_seed``).
+    """
+    projected = None
+    if batch.embeddings is not None:
+        projected = project_rationales(batch.embeddings, projection_seed)
+    payload = row_payload(
+        step, batch, result, rank, rgr_enabled, projected, with_samples=with_samples
+    )
+    gathered = lockstep.gather_from_processes(payload, accelerator)
+    if not accelerator.is_main_process:
+        return {}
+    merged = merge_payloads(gathered)
+    metrics = step_metrics(merged, rescue_enabled)
+    writer.log_groups(step, merged["groups"])
+    if with_samples:
+        writer.log_samples(step, merged["samples"])
+    return metrics
 
 
 def row_payload(

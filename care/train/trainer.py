@@ -1,20 +1,24 @@
 """The reference RL trainer for CARE and its baselines.
 
-One step reads as the method::
+One step reads as the method; each phase's details live in a module of ``care.train``::
 
-    rollout → verify → old log-probs + rationale embeddings (one forward) → hard negatives
-    → RGR repairs → advantages → update → log → checkpoint
+    rollout + verify          (the rollout engine; DAPO's refills: dapo)
+    → old log-probs + rationale embeddings, one forward        (forward)
+    → hard negatives → RGR repairs (rgr) → advantages, token advantages  (care.algo)
+    → update                  (update; what processes must agree on: lockstep)
+    → log (step_log) → checkpoint (checkpoint)
 
-Every phase is timed (``time/<phase>`` in ``steps.jsonl``), every step writes the run-log
-records of ``docs/run_format.md``, and a checkpoint holds everything needed to continue the run
-bit for bit (``--resume``). Multi-process training goes through ``accelerate`` (DDP on CPU or
-GPU; FSDP through an accelerate config): each process takes its share of the step's prompts.
+The step's rows travel as one columnar :class:`care.train.batch.StepBatch`. Every phase is
+timed (``time/<phase>`` in ``steps.jsonl``), every step writes the run-log records of
+``docs/run_format.md``, and a checkpoint holds everything needed to continue the run bit for
+bit (``--resume``). Multi-process training goes through ``accelerate`` (DDP on CPU or GPU; FSDP
+through an accelerate config): each process takes its share of the step's prompts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +26,21 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from care.algo.grpo import dynamic_sampling_keep
-from care.algo.registry import AdvantageBatch, Estimator, EstimatorResult, get_estimator
-from care.algo.spans import region_masks
+from care.algo.registry import Estimator, EstimatorResult, get_estimator
 from care.algo.token_weights import region_token_advantages, uniform_token_advantages
 from care.config import ConfigChange, TrainConfig, resume_config_changes
 from care.data import Example, load_split
-from care.models.policy import collate, policy_forward
-from care.prompts import build_messages, build_repair_prefix, render_prompt
+from care.prompts import build_messages, render_prompt
 from care.rollout.base import RolloutRequest, SamplingParams
 from care.runlog import RunWriter
-from care.train import fsdp2, lockstep, step_log, update, validation
+from care.train import dapo, forward, fsdp2, lockstep, rgr, step_log, update, validation
 from care.train.batch import Row, StepBatch
 from care.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     restore_saved_precision,
     restore_training_state,
-    save_checkpoint,
-    save_model_files,
+    save_training_state,
 )
 from care.train.policy_setup import (
     build_or_load_policy,
@@ -50,16 +50,12 @@ from care.train.policy_setup import (
     make_optimizer,
     task_corpus,
 )
-from care.train.projection import project_rationales
 from care.train.prompt_budget import drop_over_budget
 from care.train.sampler import PromptSampler
 from care.train.timing import PhaseTimer
 from care.train.trackers import open_run_log, require_trackers
 from care.verify import Verdict, score
 from care.verify import reward as verdict_reward
-
-# The reference code decodes repairs with these (docs/algorithm.md section 4, algo.rgr.sampling: reference).
-_REFERENCE_RGR_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512}
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -363,123 +359,44 @@ class Trainer:
         return indices[self.rank :: self.world]
 
     def _rollout_with_filter(self, step: int) -> tuple[StepBatch, dict[str, float], bool]:
-        """Sample the step's groups; DAPO drops zero-variance groups and refills from new prompts.
-
-        Returns ``(batch, dapo stats, rows count)``: the stats sum over every process, and
-        ``rows count`` is False where DAPO kept no group on this process (its rows then only
-        keep it in step with the others).
-
-        Refill rounds run in lockstep: while ANY process still lacks groups, every process
-        draws the round's prompts, so the sampler cursor (and the checkpoint, which holds the
-        main process's) stays the same on all of them and no prompt goes to two processes. A
-        process that is already full leaves its share of the round unsampled
-        (``dapo/passed_prompts``), as one process leaves the groups beyond its target.
-        """
-        cfg = self.cfg
-        batch = self._rollout_groups(
-            self._local_prompt_indices(cfg.train.prompts_per_step), step, 0
-        )
+        """Sample the step's groups; DAPO keeps the groups whose rewards vary and refills from
+        new prompts (care.train.dapo: ``(batch, dapo stats, rows count)``)."""
+        count = self.cfg.train.prompts_per_step
+        batch = self._rollout_groups(self._local_prompt_indices(count), step, 0)
         if not self.estimator.dynamic_sampling:
             return batch, {}, True
-        wanted = cfg.train.prompts_per_step // self.world
-        kept = self._keep_varied_groups(batch)
-        rounds, drawn, passed = 0, len(batch.examples), 0
-        while rounds < cfg.algo.dapo.max_refill_rounds and lockstep.any_process(
-            len(kept.examples) < wanted, self.accelerator
-        ):
-            rounds += 1
-            indices = self._local_prompt_indices(cfg.train.prompts_per_step)
-            if len(kept.examples) >= wanted:
-                passed += len(indices)
-                continue
-            more = self._rollout_groups(indices, step, rounds)
-            drawn += len(more.examples)
-            kept = kept.concat_groups(self._keep_varied_groups(more), limit=wanted)
-        kept_here = len(kept.examples)
-        totals = lockstep.sum_over_processes([kept_here, drawn, passed], self.accelerator)
-        stats = {
-            "dapo/kept_groups": totals[0],
-            "dapo/drawn_groups": totals[1],
-            "dapo/passed_prompts": totals[2],
-            "dapo/refill_rounds": float(rounds),
-        }
-        if not kept.rows:
-            # Nothing varied: keep the first draw (its advantages are all zero) so every
-            # process still steps in lockstep; train_step skips the update when no process kept any.
-            kept = batch
-        return kept, stats, kept_here > 0
-
-    def _keep_varied_groups(self, batch: StepBatch) -> StepBatch:
-        rewards = torch.tensor([row.reward for row in batch.rows])
-        groups = batch.column("group", torch.long)
-        keep = dynamic_sampling_keep(rewards, groups, self.cfg.algo.dapo.variance_tolerance)
-        kept_groups = sorted(
-            {row.group for row, k in zip(batch.rows, keep.tolist(), strict=True) if k}
+        return dapo.refill_varied_groups(
+            batch,
+            next_prompts=lambda: self._local_prompt_indices(count),
+            rollout=lambda indices, stream: self._rollout_groups(indices, step, stream),
+            wanted=count // self.world,
+            dapo=self.cfg.algo.dapo,
+            accelerator=self.accelerator,
         )
-        return batch.select_groups(kept_groups)
 
     # ------------------------------------------------------------------------------------------
     # Old log-probs, rationale embeddings, spans
 
-    def _micro_batches(self, rows: Sequence[int]) -> list[list[int]]:
-        size = self.cfg.train.micro_batch_rows
-        rows = list(rows)
-        return [rows[i : i + size] for i in range(0, len(rows), size)]
-
     def _collate(self, batch: StepBatch, rows: Sequence[int]):
-        selected = [batch.rows[i] for i in rows]
-        device = self.accelerator.device
-        policy_batch = collate(
-            self.processor,
-            [row.prompt for row in selected],
-            [row.images for row in selected],
-            [row.response_ids for row in selected],
-            assistant_prefixes=[row.prefix for row in selected],
-        )
-        return policy_batch.to(device)
+        return forward.collate_rows(self.processor, batch, rows, self.accelerator.device)
 
     def _old_logprobs_and_embeddings(self, batch: StepBatch, rows: Sequence[int]) -> None:
         """Old log-probs AND rationale embeddings of ``rows`` in one forward (no grad), the
         reference log-probs when there is a reference model, and the tag regions of each
-        response: the batch's forward columns."""
-        want_embeddings = self.estimator.needs_embeddings
-        for chunk in self._micro_batches(rows):
-            policy_batch = self._collate(batch, chunk)
-            response_ids = policy_batch.response_ids.cpu()
-            response_mask = policy_batch.response_mask.cpu()
-            regions = region_masks(self.tokenizer, response_ids, response_mask)
-            out = policy_forward(
+        response: the batch's forward columns, ``train.micro_batch_rows`` rows at a time."""
+        rows, size = list(rows), self.cfg.train.micro_batch_rows
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            columns = forward.forward_columns(
                 self.policy,
-                policy_batch,
-                want_embeddings=want_embeddings,
-                think_mask=regions.think_mask.to(policy_batch.response_ids.device),
+                self.reference,
+                self.tokenizer,
+                self._collate(batch, chunk),
+                want_embeddings=self.estimator.needs_embeddings,
                 temperature=self._logprob_temperature,
                 suppress_token_ids=self.suppress_ids,
             )
-            ref_logp = None
-            if self.reference is not None:
-                ref_logp = policy_forward(
-                    self.reference,
-                    policy_batch,
-                    want_embeddings=False,
-                    temperature=self._logprob_temperature,
-                    suppress_token_ids=self.suppress_ids,
-                ).token_logprobs
-            old_logp = out.token_logprobs.detach().cpu()
-            batch.store(
-                chunk,
-                old_logp=old_logp,
-                ref_logp=ref_logp,
-                think_mask=regions.think_mask,
-                answer_mask=regions.answer_mask,
-                think_len=regions.think_len,
-                answer_len=regions.answer_len,
-                # Each row's own tokens only: the sum an unpadded row would give.
-                old_logp_sum=torch.stack(
-                    [old_logp[k, : int(response_mask[k].sum())].sum() for k in range(len(chunk))]
-                ),
-                embeddings=out.embeddings,
-            )
+            batch.store(chunk, **columns)
 
     @property
     def suppress_ids(self) -> list[int]:
@@ -497,76 +414,24 @@ class Trainer:
 
     def _rgr(self, batch: StepBatch, first: EstimatorResult, step: int) -> None:
         """Repair the nearest hard negative of every anchored group and append the repairs."""
-        cfg = self.cfg
         assert first.care is not None
         sources = first.care.rgr_sources().tolist()
         if not sources:
             return
-        rgr = cfg.algo.rgr
-        if rgr.sampling == "reference":
-            sampling = dict(_REFERENCE_RGR_SAMPLING)
-        else:
-            sampling = {
-                "temperature": cfg.rollout.temperature,
-                "top_p": cfg.rollout.top_p,
-                "max_new_tokens": cfg.rollout.max_new_tokens,
-            }
-        if rgr.max_new_tokens is not None:
-            sampling["max_new_tokens"] = rgr.max_new_tokens
-        prefixes = [build_repair_prefix(batch.rows[src].text) for src in sources]
-        requests = [
-            RolloutRequest(
-                prompt=batch.rows[src].prompt,
-                images=batch.rows[src].images,
-                assistant_prefix=prefix,
-            )
-            for src, prefix in zip(sources, prefixes, strict=True)
-        ]
-        params = SamplingParams(
-            n=1, seed=step_seed(cfg.run.seed, step, 1_000 + self.rank), **sampling
+        seed = step_seed(self.cfg.run.seed, step, 1_000 + self.rank)
+        params = rgr.repair_sampling(self.cfg.algo.rgr, self.cfg.rollout, seed)
+        new_rows, responses = rgr.sample_repairs(
+            self.engine, batch, sources, params, train_on=self.cfg.algo.rgr.train_on
         )
-        outputs = self.engine.generate(requests, params)
-        new_rows = [
-            Row.sampled(
-                samples[0],
-                group=batch.rows[src].group,
-                prompt=batch.rows[src].prompt,
-                images=batch.rows[src].images,
-                prefix=prefix if rgr.train_on == "continuation" else "",
-                reflected_from=src,
-            )
-            for src, prefix, samples in zip(sources, prefixes, outputs, strict=True)
-        ]
         # The verdict always reads the whole repaired response (repair context + continuation).
-        self._verify(
-            batch, new_rows, [p + row.text for p, row in zip(prefixes, new_rows, strict=True)]
-        )
+        self._verify(batch, new_rows, responses)
         self._old_logprobs_and_embeddings(batch, batch.append_rows(new_rows))
 
     # ------------------------------------------------------------------------------------------
     # Advantages
 
     def _advantages(self, batch: StepBatch) -> EstimatorResult:
-        reflected = batch.column("reflected_from", torch.long)
-        embeddings = batch.embeddings
-        if embeddings is not None:
-            # An RGR row is never an anchor or negative candidate; it carries its source's
-            # embedding only so the tensor is dense.
-            embeddings = embeddings[
-                torch.where(reflected >= 0, reflected, torch.arange(len(batch)))
-            ]
-        advantage_batch = AdvantageBatch(
-            rewards=batch.column("reward", torch.float32),
-            correct=batch.verdict_column("acc"),
-            group_index=batch.column("group", torch.long),
-            think_len=batch.think_len,
-            answer_len=batch.answer_len,
-            embeddings=embeddings,
-            old_logprob_sum=batch.old_logp_sum.float(),
-            reflected_from=reflected if bool((reflected >= 0).any()) else None,
-            response_len=batch.response_len,
-        )
-        return self.estimator.advantages(advantage_batch, self.care_cfg)
+        return self.estimator.advantages(batch.advantage_batch(), self.care_cfg)
 
     def _token_advantages(self, batch: StepBatch, result: EstimatorResult) -> None:
         """Every row's token advantages in one call: the ``token_adv`` column."""
@@ -588,100 +453,29 @@ class Trainer:
     # Update
 
     def _update(self, batch: StepBatch, *, rows_count: bool = True) -> dict[str, float]:
-        """The step's optimizer updates (care.train.update); returns the loss metrics of every
-        process's rows.
+        """The step's optimizer updates (care.train.update); returns the loss metrics."""
+        return update.run_updates(
+            batch,
+            partial(self._forward_with_grad, batch),
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            accelerator=self.accelerator,
+            train=self.cfg.train,
+            loss_cfg=self.loss_cfg,
+            grad_clip=self.cfg.optim.grad_clip,
+            with_reference=self.reference is not None,
+            rows_count=rows_count,
+        )
 
-        ``rows_count=False`` (DAPO kept no group on this process): the rows only keep this
-        process in step with the others and add nothing to the gradient or its denominators.
-        """
-        cfg = self.cfg
-        updates = cfg.train.prompts_per_step // cfg.train.mini_batch_prompts
-        token_mean = self.loss_cfg.aggregation == "token_mean"
-        meter = update.LossMeter()
-        grad_norms, rates = [], []
-        self.model.train()
-        for _ in range(cfg.train.ppo_epochs):
-            for rows in update.mini_batches(batch, updates):
-                rows = rows if rows_count else []
-                micro = update.micro_batches(batch, rows, cfg.train.micro_batch_rows)
-                plan = lockstep.mini_batch_plan(
-                    update.loss_denominator(
-                        batch, rows, token_mean=token_mean, count_zero=cfg.loss.count_zero_adv_rows
-                    ),
-                    update.loss_denominator(batch, rows, token_mean=token_mean, count_zero=True),
-                    len(micro),
-                    self.accelerator,
-                )
-                if plan.passes == 0:
-                    continue  # no process has rows in this update: all skip it together
-                for index, part in enumerate(lockstep.pad_passes(micro, plan.passes)):
-                    synced = index == plan.passes - 1
-                    with nullcontext() if synced else self.accelerator.no_sync(self.model):
-                        loss, metrics, entropy, mask = self._micro_batch_loss(batch, part, plan)
-                        self.accelerator.backward(loss)
-                    if part:  # an empty part is a zero-weight pass over row 0
-                        meter.add(metrics, entropy, mask)
-                grad_norm = self.accelerator.clip_grad_norm_(
-                    self.model.parameters(), cfg.optim.grad_clip
-                )
-                grad_norms.append(float(grad_norm))
-                # The rate this update applies (the scheduler moves it on right after).
-                rates.append(float(self.optimizer.param_groups[0]["lr"]))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        self.model.eval()
-        metrics = meter.means(self.accelerator)
-        metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
-        # The mean rate of the step's updates (they differ only while a warm-up is running).
-        metrics["lr"] = float(np.mean(rates)) if rates else float("nan")
-        return metrics
-
-    def _micro_batch_loss(
-        self, batch: StepBatch, rows: list[int], plan: lockstep.MiniBatchPlan
-    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
-        """Forward ``rows`` with grad: ``(loss, metrics, entropy [B, L], response mask)``.
-        No rows: a pass over row 0 with weight zero (it keeps the collectives in step)."""
-        cfg = self.cfg
-        token_mean = self.loss_cfg.aggregation == "token_mean"
-        policy_batch = self._collate(batch, rows or [0])
-        out = policy_forward(
+    def _forward_with_grad(self, batch: StepBatch, rows: list[int]):
+        """``(token log-probs, entropy, response mask)`` of ``rows`` under the trained model."""
+        return forward.grad_forward(
             self.model,
-            policy_batch,
-            want_embeddings=False,
-            requires_grad=True,
-            want_entropy=True,
+            self._collate(batch, rows),
             temperature=self._logprob_temperature,
             suppress_token_ids=self.suppress_ids,
         )
-        mask = policy_batch.response_mask
-        length = mask.shape[1]
-
-        def column(name: str) -> torch.Tensor:
-            return getattr(batch, name)[rows or [0], :length].to(mask.device)
-
-        def share(denominator: float, count_zero: bool) -> float:
-            if denominator == 0:
-                return 0.0
-            part = update.loss_denominator(
-                batch, rows, token_mean=token_mean, count_zero=count_zero
-            )
-            return part / denominator
-
-        loss, metrics = update.micro_batch_loss(
-            out.token_logprobs,
-            column("old_logp"),
-            column("token_adv"),
-            mask,
-            column("answer_mask"),
-            self.loss_cfg,
-            pg_weight=share(plan.pg_denominator, cfg.loss.count_zero_adv_rows),
-            ref_logp=column("ref_logp") if self.reference is not None else None,
-            kl_coef=cfg.loss.kl_coef,
-            kl_estimator=cfg.loss.kl_estimator,
-            kl_weight=share(plan.kl_denominator, True),
-        )
-        return loss, metrics, out.entropy, mask
 
     # ------------------------------------------------------------------------------------------
     # Logging and checkpoints
@@ -694,58 +488,39 @@ class Trainer:
         update_metrics: dict[str, float],
         dapo_stats: dict[str, float],
     ) -> dict[str, float]:
-        rgr_on = self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable)
-        projected = None
-        if batch.embeddings is not None:
-            projected = project_rationales(batch.embeddings, self.cfg.run.seed)
+        """Write the step's group (and sample) records; returns the step's metrics on the main
+        process (an empty dict on the others)."""
         every = self.cfg.train.log_samples_every
-        with_samples = bool(every) and step % every == 0
-        payload = step_log.row_payload(
-            step, batch, result, self.rank, rgr_on, projected, with_samples=with_samples
+        metrics = step_log.log_step_rows(
+            step,
+            batch,
+            result,
+            rank=self.rank,
+            rgr_enabled=self.estimator.uses_rgr and bool(self.cfg.algo.rgr.enable),
+            rescue_enabled=self.care_cfg.rescue_enable and self.estimator.needs_embeddings,
+            with_samples=bool(every) and step % every == 0,
+            projection_seed=self.cfg.run.seed,
+            accelerator=self.accelerator,
+            writer=self.writer,
         )
-        gathered = lockstep.gather_from_processes(payload, self.accelerator)
-        metrics: dict[str, float] = {}
         if self.is_main:
-            merged = step_log.merge_payloads(gathered)
-            metrics.update(
-                step_log.step_metrics(
-                    merged, self.care_cfg.rescue_enable and self.estimator.needs_embeddings
-                )
-            )
             metrics.update(update_metrics)
             metrics.update(dapo_stats)
             metrics["data/skipped_rows"] = float(self.skipped_rows)
-            assert self.writer is not None
-            self.writer.log_groups(step, merged["groups"])
-            if with_samples:
-                self.writer.log_samples(step, merged["samples"])
         return metrics
 
     def save(self, step: int) -> Path | None:
         """Write ``checkpoints/step_<step>`` (main process) and wait for every process."""
-        path = None
-        model_state, optimizer_state = fsdp2.whole_state(
-            self.model, self.optimizer, self.accelerator
+        return save_training_state(
+            self.run_dir,
+            step,
+            model=self.model,
+            policy=self.policy,
+            processor=self.processor,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            sampler=self.sampler,
+            config=self.cfg.to_dict(),
+            keep=self.cfg.train.keep_checkpoints,
+            accelerator=self.accelerator,
         )
-        if self.is_main:
-            state = {
-                "optimizer": optimizer_state,
-                "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict(),
-                "config": self.cfg.to_dict(),
-            }
-            path = save_checkpoint(
-                self.run_dir,
-                step,
-                save_model=lambda folder: save_model_files(
-                    self.policy, self.processor, folder, model_state
-                ),
-                trainer_state=state,
-                keep=self.cfg.train.keep_checkpoints,
-            )
-        self.accelerator.wait_for_everyone()
-        return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Helpers (pure functions of a step's rows)

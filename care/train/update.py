@@ -17,7 +17,8 @@ several processes must agree on (the shared denominators, the number of passes) 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,118 @@ import numpy as np
 import torch
 
 from care.algo.losses import PolicyLossConfig, kl_loss, policy_loss
+from care.config import TrainSection
 from care.train import lockstep
 from care.train.batch import StepBatch
+
+# A micro-batch's forward with grad: its rows → (token log-probs [B, L], entropy [B, L],
+# response mask [B, L]).
+MicroForward = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def run_updates(
+    batch: StepBatch,
+    forward: MicroForward,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    accelerator: Any,
+    train: TrainSection,
+    loss_cfg: PolicyLossConfig,
+    grad_clip: float,
+    with_reference: bool,
+    rows_count: bool = True,
+) -> dict[str, float]:
+    """The step's optimizer updates: ``train.ppo_epochs`` passes over the step's mini-batches,
+    one optimizer and scheduler step each. Returns the loss metrics of every process's rows, the
+    mean gradient norm (``grad_norm``) and the mean learning rate the updates applied (``lr``).
+
+    ``train`` is the config's train section (``prompts_per_step``, ``mini_batch_prompts``,
+    ``micro_batch_rows``, ``ppo_epochs``). ``rows_count=False`` (DAPO kept no group on this
+    process): the rows only keep this process in step with the others and add nothing to the
+    gradient or its denominators.
+    """
+    updates = train.prompts_per_step // train.mini_batch_prompts
+    token_mean = loss_cfg.aggregation == "token_mean"
+    meter = LossMeter()
+    grad_norms, rates = [], []
+    model.train()
+    for _ in range(train.ppo_epochs):
+        for rows in mini_batches(batch, updates):
+            rows = rows if rows_count else []
+            micro = micro_batches(batch, rows, train.micro_batch_rows)
+            plan = lockstep.mini_batch_plan(
+                loss_denominator(
+                    batch, rows, token_mean=token_mean, count_zero=loss_cfg.count_zero_adv_rows
+                ),
+                loss_denominator(batch, rows, token_mean=token_mean, count_zero=True),
+                len(micro),
+                accelerator,
+            )
+            if plan.passes == 0:
+                continue  # no process has rows in this update: all skip it together
+            for index, part in enumerate(lockstep.pad_passes(micro, plan.passes)):
+                synced = index == plan.passes - 1
+                with nullcontext() if synced else accelerator.no_sync(model):
+                    loss, metrics, entropy, mask = _micro_batch_step(
+                        batch, part, plan, forward, loss_cfg, with_reference
+                    )
+                    accelerator.backward(loss)
+                if part:  # an empty part is a zero-weight pass over row 0
+                    meter.add(metrics, entropy, mask)
+            grad_norms.append(float(accelerator.clip_grad_norm_(model.parameters(), grad_clip)))
+            # The rate this update applies (the scheduler moves it on right after).
+            rates.append(float(optimizer.param_groups[0]["lr"]))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    metrics = meter.means(accelerator)
+    metrics["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else float("nan")
+    # The mean rate of the step's updates (they differ only while a warm-up is running).
+    metrics["lr"] = float(np.mean(rates)) if rates else float("nan")
+    return metrics
+
+
+def _micro_batch_step(
+    batch: StepBatch,
+    rows: list[int],
+    plan: lockstep.MiniBatchPlan,
+    forward: MicroForward,
+    loss_cfg: PolicyLossConfig,
+    with_reference: bool,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
+    """Forward ``rows`` with grad: ``(loss, metrics, entropy [B, L], response mask)``.
+    No rows: a pass over row 0 with weight zero (it keeps the collectives in step)."""
+    token_mean = loss_cfg.aggregation == "token_mean"
+    logp, entropy, mask = forward(rows or [0])
+    length = mask.shape[1]
+
+    def column(name: str) -> torch.Tensor:
+        return getattr(batch, name)[rows or [0], :length].to(mask.device)
+
+    def share(denominator: float, count_zero: bool) -> float:
+        if denominator == 0:
+            return 0.0
+        return loss_denominator(batch, rows, token_mean=token_mean, count_zero=count_zero) / (
+            denominator
+        )
+
+    loss, metrics = micro_batch_loss(
+        logp,
+        column("old_logp"),
+        column("token_adv"),
+        mask,
+        column("answer_mask"),
+        loss_cfg,
+        pg_weight=share(plan.pg_denominator, loss_cfg.count_zero_adv_rows),
+        ref_logp=column("ref_logp") if with_reference else None,
+        kl_coef=loss_cfg.kl_coef,
+        kl_estimator=loss_cfg.kl_estimator,
+        kl_weight=share(plan.kl_denominator, True),
+    )
+    return loss, metrics, entropy, mask
 
 
 def mini_batches(batch: StepBatch, updates: int) -> list[list[int]]:
