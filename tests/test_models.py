@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fixtures.prompts import IMAGE_PROMPT, TEXT_PROMPT, user_prompt
 from PIL import Image, ImageDraw
 from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -22,16 +23,7 @@ from care.models import (
 )
 from care.models.policy import pooled_embeddings
 
-IMAGE_PROMPT = (
-    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>How many circles?<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-TEXT_PROMPT = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
-TWO_IMAGE_PROMPT = (
-    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
-    "<|vision_start|><|image_pad|><|vision_end|>Which is larger?<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
+TWO_IMAGE_PROMPT = user_prompt("Which is larger?", images=2)
 
 
 def drawn_image(width: int, height: int, seed: int) -> Image.Image:

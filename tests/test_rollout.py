@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures.prompts import IMAGE_PROMPT, TEXT_PROMPT, user_prompt
 from PIL import Image, ImageDraw
 
 from care.models import (
@@ -21,16 +22,7 @@ from care.rollout import (
     SamplingParams,
 )
 
-IMAGE_PROMPT = (
-    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>How many circles?<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-TEXT_PROMPT = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
-TWO_IMAGE_PROMPT = (
-    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
-    "<|vision_start|><|image_pad|><|vision_end|>Which bar is taller?<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
+TWO_IMAGE_PROMPT = user_prompt("Which bar is taller?", images=2)
 
 
 def drawn_image(width: int, height: int, seed: int) -> Image.Image:
