@@ -612,13 +612,17 @@ _LATEX_SPECIALS = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # Without T1 font encoding LaTeX's text fonts print < and > as inverted ! and ?.
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 
 def latex_escape(text: str) -> str:
     """`text` with LaTeX's special characters escaped.
 
-    Example: ``latex_escape("acc_mean 50%")`` -> ``"acc\\_mean 50\\%"``.
+    Example: ``latex_escape("acc_mean 50%")`` -> ``"acc\\_mean 50\\%"``;
+    ``latex_escape("p < 0.05")`` -> ``"p \\textless{} 0.05"``.
     """
     return "".join(_LATEX_SPECIALS.get(character, character) for character in str(text))
 

@@ -397,6 +397,14 @@ def test_rollout_roles_and_group_table_of_a_care_group(runs_root: Path) -> None:
     ]
 
 
+def test_latex_escape_covers_every_text_mode_special_character() -> None:
+    assert tables.latex_escape("a_b 50% $x$ #1 {y} ~z ^w \\") == (
+        r"a\_b 50\% \$x\$ \#1 \{y\} \textasciitilde{}z \textasciicircum{}w \textbackslash{}"
+    )
+    # < and > print as inverted ! and ? in LaTeX's default text font encoding.
+    assert tables.latex_escape("p < 0.05, n > 3") == r"p \textless{} 0.05, n \textgreater{} 3"
+
+
 def test_latex_is_booktabs_with_the_best_value_bold_and_escaped() -> None:
     frame = pd.DataFrame(
         {
