@@ -63,17 +63,21 @@ class Draws:
         return batch_of(self.rounds[stream - 1], name=f"r{stream}-")
 
 
-def test_dapo_keeps_varied_groups_and_refills_until_the_target() -> None:
-    first = batch_of([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
-    draws = Draws([[[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
-    batch, stats, rows_count = dapo.refill_varied_groups(
+def refill(first: StepBatch, draws: Draws, rounds: int, wanted: int = 2):
+    return dapo.refill_varied_groups(
         first,
         next_prompts=draws.next_prompts,
         rollout=draws.rollout,
-        wanted=2,
-        dapo=DapoSection(max_refill_rounds=3),
+        wanted=wanted,
+        dapo=DapoSection(max_refill_rounds=rounds),
         accelerator=ONE_PROCESS,
     )
+
+
+def test_dapo_keeps_varied_groups_and_refills_until_the_target() -> None:
+    first = batch_of([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    draws = Draws([[[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    batch, stats, rows_count = refill(first, draws, rounds=3)
     # Round 1 adds nothing varied, round 2 fills the batch (one of its two groups fits).
     assert draws.sampled == [1, 2]
     assert batch.examples == ["p1", "r2-0"]
@@ -91,14 +95,7 @@ def test_dapo_keeps_varied_groups_and_refills_until_the_target() -> None:
 def test_dapo_stops_after_its_refill_rounds_and_keeps_the_first_draw_when_nothing_varied() -> None:
     first = batch_of([[1.0, 1.0], [0.0, 0.0]])
     draws = Draws([[[0.0, 0.0]], [[1.0, 1.0]]])
-    batch, stats, rows_count = dapo.refill_varied_groups(
-        first,
-        next_prompts=draws.next_prompts,
-        rollout=draws.rollout,
-        wanted=2,
-        dapo=DapoSection(max_refill_rounds=2),
-        accelerator=ONE_PROCESS,
-    )
+    batch, stats, rows_count = refill(first, draws, rounds=2)
     assert draws.prompt_calls == 2 and draws.sampled == [1, 2]
     # No group varied: the rows only keep the process stepping; they carry no gradient.
     assert batch is first and not rows_count
@@ -108,14 +105,7 @@ def test_dapo_stops_after_its_refill_rounds_and_keeps_the_first_draw_when_nothin
 def test_dapo_with_no_refill_rounds_draws_nothing_more() -> None:
     first = batch_of([[1.0, 0.0], [1.0, 1.0]])
     draws = Draws([])
-    batch, stats, rows_count = dapo.refill_varied_groups(
-        first,
-        next_prompts=draws.next_prompts,
-        rollout=draws.rollout,
-        wanted=2,
-        dapo=DapoSection(max_refill_rounds=0),
-        accelerator=ONE_PROCESS,
-    )
+    batch, stats, rows_count = refill(first, draws, rounds=0)
     assert draws.prompt_calls == 0
     assert batch.examples == ["p0"] and rows_count
     assert stats["dapo/drawn_groups"] == 2.0 and stats["dapo/kept_groups"] == 1.0
