@@ -133,8 +133,6 @@ def _micro_batch_step(
         loss_cfg,
         pg_weight=share(plan.pg_denominator, loss_cfg.count_zero_adv_rows),
         ref_logp=column("ref_logp") if with_reference else None,
-        kl_coef=loss_cfg.kl_coef,
-        kl_estimator=loss_cfg.kl_estimator,
         kl_weight=share(plan.kl_denominator, True),
     )
     return loss, metrics, entropy, mask
@@ -196,14 +194,13 @@ def micro_batch_loss(
     *,
     pg_weight: float,
     ref_logp: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
-    kl_estimator: str = "low_var_kl",
     kl_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss one micro-batch adds to its update, and its metrics.
 
     ``pg_weight`` / ``kl_weight`` are the micro-batch's shares of the update's denominators
-    (see the module docstring); the KL term is added only with a reference (``ref_logp``).
+    (see the module docstring); the KL term (``loss_cfg.kl_coef``, ``loss_cfg.kl_estimator``)
+    is added only with a reference (``ref_logp``).
     All tensors are ``[B, L]`` over the micro-batch's padded responses.
     """
     pg = policy_loss(logp, old_logp, token_adv, response_mask, loss_cfg, answer_mask)
@@ -214,11 +211,11 @@ def micro_batch_loss(
             logp,
             ref_logp,
             response_mask,
-            estimator=kl_estimator,
+            estimator=loss_cfg.kl_estimator,
             aggregation=loss_cfg.aggregation,
             norm_length=loss_cfg.norm_length,
         )
-        loss = loss + kl_coef * kl.loss * kl_weight
+        loss = loss + loss_cfg.kl_coef * kl.loss * kl_weight
         metrics.update(kl.metrics)
     return loss, metrics
 
