@@ -16,7 +16,7 @@ have been had the rows been padded on their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -75,7 +75,7 @@ class Row:
         )
 
 
-# Columns [N, L] (padded per token) and [N] or [N, H] (one value per row), with their pad value.
+# Columns [N, L] (padded per token, zeros past each response) and [N] or [N, H] (one value per row).
 _TOKEN_COLUMNS = ("old_logp", "ref_logp", "think_mask", "answer_mask", "token_adv")
 _ROW_COLUMNS = ("think_len", "answer_len", "old_logp_sum", "embeddings")
 
@@ -234,4 +234,4 @@ class StepBatch:
 
 
 def _regroup(row: Row, group: int) -> Row:
-    return Row(**{**row.__dict__, "group": group})
+    return replace(row, group=group)

@@ -20,8 +20,9 @@ from care.train.batch import StepBatch
 
 def keep_varied_groups(batch: StepBatch, tolerance: float) -> StepBatch:
     """The groups of ``batch`` whose rewards vary by more than ``tolerance``, renumbered 0, 1, …"""
-    rewards = torch.tensor([row.reward for row in batch.rows])
-    keep = dynamic_sampling_keep(rewards, batch.column("group", torch.long), tolerance)
+    keep = dynamic_sampling_keep(
+        batch.column("reward"), batch.column("group", torch.long), tolerance
+    )
     kept_groups = sorted({row.group for row, k in zip(batch.rows, keep.tolist(), strict=True) if k})
     return batch.select_groups(kept_groups)
 
