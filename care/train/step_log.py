@@ -79,6 +79,7 @@ def row_payload(
     rows = batch.rows
     care = result.care
     vectors = projected.tolist() if projected is not None else None
+    advantages = result.advantages.tolist()
     # One pass over the rows: each group's sampled rows and its repairs, in row order.
     members: list[list[int]] = [[] for _ in batch.examples]
     repairs: list[list[int]] = [[] for _ in batch.examples]
@@ -88,7 +89,7 @@ def row_payload(
         "rank": rank,
         "group": [row.group for row in rows],
         "reflected_from": [row.reflected_from for row in rows],
-        "advantages": result.advantages.tolist(),
+        "advantages": advantages,
         "token_abs_sum": batch.token_adv.abs().sum(dim=1).tolist(),
         "correct": [bool(row.verdict.acc) for row in rows],
         "format": [bool(row.verdict.fmt) for row in rows],
@@ -116,7 +117,7 @@ def row_payload(
                 correct=bool(row.verdict.acc),
                 format=bool(row.verdict.fmt),
                 extracted=row.verdict.extracted,
-                advantage=float(result.advantages[i]),
+                advantage=advantages[i],
                 finish_reason=row.finish_reason,
             )
             for i, row in enumerate(rows)
