@@ -5,6 +5,7 @@ Kept apart from the loop so ``care sft``, ``care train`` and the demo make the m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,8 +155,6 @@ def make_accelerator(device: str, accelerator: Any = None) -> Any:
     ``cpu=True``, processes started by torchrun there would not join a process group and would
     each train alone.
     """
-    import os
-
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 

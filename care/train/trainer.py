@@ -103,9 +103,10 @@ class Trainer:
             raise ValueError("data.train_files is empty: give at least one training file")
 
         self.examples, self.skipped_rows = load_split(cfg.data.train_files, cfg.data.on_bad_row)
-        # Held-out files are checked now rather than hours into the run, when first evaluated;
-        # the validation split is scored greedily every train.eval_every steps (val/acc).
-        self.test_examples, _ = load_split(cfg.data.test_files, cfg.data.on_bad_row)
+        # Held-out files are checked now rather than hours into the run, when first evaluated.
+        # Training never reads the test split; the validation split is scored greedily every
+        # train.eval_every steps (val/acc).
+        load_split(cfg.data.test_files, cfg.data.on_bad_row)
         self.val_examples, _ = load_split(cfg.data.val_files, cfg.data.on_bad_row)
         self._image_cache: dict[int, list[Any]] = {}
 
