@@ -380,7 +380,17 @@ class TrainConfig(_Section):
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    return "\n".join([f"{source}: invalid configuration", *validation_error_lines(err)])
+
+
+def validation_error_lines(err: ValidationError) -> list[str]:
+    """One indented line per field pydantic refused: where (dotted), why, and the value given
+    (a cross-field check names its fields in its own message). Used for config files and for
+    ``care eval``'s settings.
+
+    Example: ``["  train.steps: Input should be greater than or equal to 1 (got 0)"]``.
+    """
+    lines = []
     for item in err.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         kind = item["type"]
@@ -393,7 +403,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"  {where}: {message}" if item["loc"] else f"  {message}")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+    return lines
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

@@ -55,6 +55,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from care.config import validation_error_lines
 from care.prompts import PROMPT_VERSION
 from care.rollout.factory import ENGINE_NAMES
 from care.stats import Interval, mean_interval, wilson_interval
@@ -664,15 +665,7 @@ def settings_error(error: ValidationError) -> EvalError:
     Example: ``EvalSettings(ckpt, root, seeds=(0, -1))`` → ``"invalid evaluation settings:
     seeds.1: Input should be greater than or equal to 0 (got -1)"``.
     """
-    lines = ["invalid evaluation settings:"]
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "value_error":
-            lines.append(f"  {where}: {message}" if where else f"  {message}")
-        else:
-            lines.append(f"  {where}: {message} (got {item.get('input')!r})")
-    return EvalError("\n".join(lines))
+    return EvalError("\n".join(["invalid evaluation settings:", *validation_error_lines(error)]))
 
 
 def _validated(settings: EvalSettings) -> EvalSettings:
