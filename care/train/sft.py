@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from care.config import TrainConfig
-from care.data import load_examples, sft_target
+from care.data import load_split, sft_target
 from care.models.policy import collate, policy_forward
 from care.models.vlm import save_policy, stop_token_ids
 from care.prompts import build_messages, render_prompt
@@ -30,9 +30,7 @@ def run_sft(cfg: TrainConfig, *, progress: bool = True) -> Path:
         raise ValueError("sft.steps must be >= 1 for a warm-start run")
     if not cfg.data.train_files:
         raise ValueError("data.train_files is empty: give at least one training file")
-    examples = []
-    for path in cfg.data.train_files:
-        examples.extend(load_examples(path, on_bad_row=cfg.data.on_bad_row).examples)
+    examples, _ = load_split(cfg.data.train_files, cfg.data.on_bad_row)
     targets = [sft_target(ex) for ex in examples]  # raises naming the row without a solution
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.run.seed)
