@@ -660,18 +660,15 @@ def to_latex(
     digits: int = 3,
     caption: str | None = None,
     label: str | None = None,
-    marks: pd.DataFrame | None = None,
 ) -> str:
     """A booktabs table (\\toprule, \\midrule, \\bottomrule); the best cell of each column that
     has a direction in `best` is \\textbf{}. The index becomes the first column. A missing value
     (None, NaN) is an empty cell.
 
     Example: ``to_latex(pd.DataFrame({"acc/mean": [0.5, 0.7]}, index=["a", "b"]), {"acc/mean": "max"})``
-    contains ``b & \\textbf{0.700} \\\\``. `marks` (a boolean frame like `best_cells`'s)
-    overrides `best` where a table needs its own rule.
+    contains ``b & \\textbf{0.700} \\\\``.
     """
-    best = BEST_DIRECTION if best is None else best
-    marks = best_cells(frame, best) if marks is None else marks
+    marks = best_cells(frame, BEST_DIRECTION if best is None else best)
     cells = _formatted(frame, digits, "")
     header = [latex_escape(frame.index.name or "")] + [latex_escape(c) for c in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
@@ -696,15 +693,13 @@ def to_markdown(
     best: Mapping[str, Direction] | None = None,
     *,
     digits: int = 3,
-    marks: pd.DataFrame | None = None,
 ) -> str:
     """A GitHub Markdown table (`care.tables.markdown_table`); best cells in **bold**; a missing
     value (None, NaN) is an empty cell.
 
     The index becomes the first column; numeric columns are right-aligned.
     """
-    best = BEST_DIRECTION if best is None else best
-    marks = best_cells(frame, best) if marks is None else marks
+    marks = best_cells(frame, BEST_DIRECTION if best is None else best)
     cells = _formatted(frame, digits, "")
     cells = cells.where(~marks | (cells == ""), "**" + cells + "**")
     header = [str(frame.index.name or ""), *(str(column) for column in frame.columns)]
