@@ -78,8 +78,8 @@ def differing_fields(a: Mapping[str, Any], b: Mapping[str, Any]) -> set[str]:
     """
     plain_a = without_seed(a, seed_of(a)) if seed_of(a) is not None else a
     plain_b = without_seed(b, seed_of(b)) if seed_of(b) is not None else b
-    changed = config_changes(plain_a, plain_b) + config_changes(plain_b, plain_a)
-    return {change.field for change in changed} - set(IGNORED_FIELDS)
+    # config_changes lists fields only one side has, too (as added or removed).
+    return {change.field for change in config_changes(plain_a, plain_b)} - set(IGNORED_FIELDS)
 
 
 def seed_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[SeedGroup]:
