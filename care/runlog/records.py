@@ -153,14 +153,20 @@ _FLOAT_ONLY = {float}
 _BOOL_ONLY = {bool}
 
 
+def _finite_floats(items: Sequence[Any]) -> bool:
+    """True when every item is a finite float, checked in C: the sum of finite floats is finite
+    unless it overflows, which (like an int, None, NaN or a wrong type) answers False and
+    leaves the caller's item-by-item check to name the culprit."""
+    if set(map(type, items)) != _FLOAT_ONLY:
+        return False
+    total = sum(items)
+    return total - total == 0.0
+
+
 def _numbers(kind: str, name: str, value: Any, nullable: bool) -> tuple[float | None, ...]:
     items = _sequence(kind, name, value)
-    # The usual list, finite floats only, is checked in C: the sum of finite floats is finite
-    # unless it overflows, which (like an int, None, NaN or a wrong type) takes the loop below.
-    if set(map(type, items)) == _FLOAT_ONLY:
-        total = sum(items)
-        if total - total == 0.0:
-            return tuple(items)
+    if _finite_floats(items):
+        return tuple(items)
     check = _optional_number if nullable else _number
     # tuple(list), not tuple(generator): a generator's tuple is allocated large and shrunk,
     # so the size-G tuples it frees pile up in CPython's tuple free list instead of being reused.
@@ -179,14 +185,12 @@ def _projection(
     vectors = _sequence(kind, name, value)
     if len(vectors) != entries:
         raise RecordError(kind, name, f"has {len(vectors)} entries, expected {entries}")
-    # The usual value, lists or tuples of PROJECTION_DIM finite floats, is checked in one pass
-    # as in `_numbers`; anything else takes the loop below, which names the entry at fault.
-    if all(type(vector) in _VECTOR_TYPES and len(vector) == PROJECTION_DIM for vector in vectors):
-        coordinates = list(chain.from_iterable(vectors))
-        if set(map(type, coordinates)) == _FLOAT_ONLY:
-            total = sum(coordinates)
-            if total - total == 0.0:
-                return tuple(map(tuple, vectors))
+    # The usual value, lists or tuples of PROJECTION_DIM finite floats, is checked in one pass;
+    # anything else takes the loop below, which names the entry at fault.
+    if all(
+        type(vector) in _VECTOR_TYPES and len(vector) == PROJECTION_DIM for vector in vectors
+    ) and _finite_floats(list(chain.from_iterable(vectors))):
+        return tuple(map(tuple, vectors))
     checked = []
     for i, vector in enumerate(vectors):
         coordinates = _sequence(kind, f"{name}[{i}]", vector)
