@@ -184,10 +184,11 @@ def run_labels(run_dirs: Sequence[Path]) -> dict[str, Path]:
 
 
 def write_seed_group_smoothness(
-    steps: pd.DataFrame, runs: dict[str, Path], out_dir: Path
+    smoothness: pd.DataFrame, runs: dict[str, Path], out_dir: Path
 ) -> tuple[list[Path], list[str]]:
     """``smoothness_seeds.{tex,csv,md}`` when two or more of `runs` differ only by seed
-    (`analysis_app.seeds`): the smoothness table with each seed group's mean and ± 95 % rows
+    (`analysis_app.seeds`): the `smoothness` table of the runs (`tables.smoothness_table`) with
+    each seed group's mean and ± 95 % rows
     (`tables.seed_group_smoothness_table`, nothing bold: a half-width is no score). Nothing
     otherwise. Returns the files written and a warning for each unreadable config.
     """
@@ -195,7 +196,7 @@ def write_seed_group_smoothness(
     groups = seeds.several(seeds.seed_groups(configs))
     if not groups:
         return [], warnings
-    table = tables.seed_group_smoothness_table(tables.smoothness_table(steps), groups)
+    table = tables.seed_group_smoothness_table(smoothness, groups)
     caption = "Training smoothness per run and per seed group (mean and 95 % half-width)"
     return _write_table(table, out_dir, "smoothness_seeds", caption, digits=4, best={}), warnings
 
@@ -259,14 +260,15 @@ def export_runs(
         "signal_summary",
         "Learning-signal metrics, mean over training steps",
     )
+    smoothness = tables.smoothness_table(steps)
     report.files += _write_table(
-        tables.smoothness_table(steps),
+        smoothness,
         out_dir,
         "smoothness",
         "Training smoothness (lower is smoother)",
         digits=4,
     )
-    seed_files, seed_warnings = write_seed_group_smoothness(steps, runs, out_dir)
+    seed_files, seed_warnings = write_seed_group_smoothness(smoothness, runs, out_dir)
     report.files += seed_files
     report.warnings += seed_warnings
     if len(runs) > 1:

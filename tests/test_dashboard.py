@@ -957,7 +957,9 @@ def test_the_compare_page_draws_the_demos_two_seeds_as_one_band(
 def test_export_writes_the_seed_group_smoothness_table(seed_root: Path, tmp_path: Path) -> None:
     runs = {name: seed_root / name for name in ("care_seed0", "care_seed1", "grpo")}
     steps, _ = data.steps_of_runs(runs)
-    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    paths, warnings = export.write_seed_group_smoothness(
+        tables.smoothness_table(steps), runs, tmp_path
+    )
     assert [path.name for path in paths] == [
         "smoothness_seeds.tex", "smoothness_seeds.csv", "smoothness_seeds.md",
     ]  # fmt: skip
@@ -969,7 +971,9 @@ def test_export_writes_the_seed_group_smoothness_table(seed_root: Path, tmp_path
     ]  # fmt: skip
     assert "textbf" not in (tmp_path / "smoothness_seeds.tex").read_text()
     only_grpo = {"grpo": runs["grpo"]}
-    assert export.write_seed_group_smoothness(steps, only_grpo, tmp_path / "none") == ([], [])
+    assert export.write_seed_group_smoothness(
+        tables.smoothness_table(steps), only_grpo, tmp_path / "none"
+    ) == ([], [])
 
 
 def test_export_groups_the_demos_two_seeds_in_the_smoothness_table(
@@ -979,7 +983,9 @@ def test_export_groups_the_demos_two_seeds_in_the_smoothness_table(
     names = ["demo_fast_seed0_grpo", "demo_fast_seed1_grpo"]
     runs = {name: out / name for name in names}
     steps, _ = data.steps_of_runs(runs)
-    paths, warnings = export.write_seed_group_smoothness(steps, runs, tmp_path)
+    paths, warnings = export.write_seed_group_smoothness(
+        tables.smoothness_table(steps), runs, tmp_path
+    )
     assert warnings == [] and tmp_path / "smoothness_seeds.csv" in paths
     rows = {row["run"]: row for row in csv.DictReader((tmp_path / "smoothness_seeds.csv").open())}
     group = "demo_fast_seed*_grpo (2 seeds)"
