@@ -41,7 +41,7 @@ from care.algo.care import CareConfig, care_advantages
 from care.algo.grpo import grpo_advantages
 from care.config import config_from_dict
 from care.data.synth import write_synthetic_dataset
-from care.models.tiny_config import SMALLEST_SHAPE
+from care.models.tiny_config import SMALLEST_SHAPE, TinyVLMConfig
 from care.runlog import RunReader
 
 PARTS = ("steps", "fsdp2", "vllm", "advantages")
@@ -260,7 +260,6 @@ def run_vllm_rollout(small: bool) -> dict[str, Any]:
     image each, four samples of up to 16 tokens; the vision tokens vLLM expanded each image to
     must equal what the trainer's processor gives (the trainer scores vLLM's samples with it)."""
     from care.models.policy import encode_context
-    from care.models.tiny_config import TinyVLMConfig
     from care.models.tokenizer import train_tiny_bpe_tokenizer
     from care.models.vlm import build_tiny_vlm
     from care.prompts import build_messages, render_prompt
