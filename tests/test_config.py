@@ -690,7 +690,8 @@ def test_the_trainer_uses_the_configs_own_objects(data_dir, tmp_path):
     )
     trainer = Trainer(cfg, progress=False)
     assert trainer.care_cfg is cfg.algo.care
-    # Dr. GRPO's constant divisor: the longest response, unless the config names one.
+    # Dr. GRPO's constant divisor: rollout.max_new_tokens (8 in tiny_config), the longest
+    # response a rollout may have, unless the config names one.
     assert trainer.loss_cfg == cfg.loss.model_copy(update={"norm_length": 8})
     named = config_from_dict(
         tiny_config(
