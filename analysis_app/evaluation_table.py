@@ -313,8 +313,8 @@ def row_tests(
     """Each shared benchmark's `CellTest` (by task) and the macro average's (key "macro").
 
     The macro is tested only when the row's and the baseline's macro averages are over the
-    same benchmarks and all of them were compared; its pairing is `compare.compare_items`'
-    macro row over exactly those benchmarks, and a macro of one benchmark takes that
+    same benchmarks and all of them were compared; its test is `compare.macro_comparison`
+    over exactly those benchmarks, and a macro of one benchmark takes that
     benchmark's test. CompareError when the items do not pair.
     """
     comparisons, _ = compare.compare_items(reference_items, items, resamples=resamples)
@@ -331,11 +331,11 @@ def row_tests(
     elif members and members == _macro_members(reference) and set(members) <= set(tests):
         macro = comparisons[-1]
         if set(members) != set(tests):
-            macro = compare.compare_items(
-                {task: reference_items[task] for task in members},
-                {task: items[task] for task in members},
-                resamples=resamples,
-            )[0][-1]
+            # The macro over the members alone, from the same pairs (no benchmark is re-tested).
+            matched = {
+                task: compare.paired(task, reference_items[task], items[task]) for task in members
+            }
+            macro = compare.macro_comparison(matched, resamples=resamples)
         tests[tables.MACRO_COLUMN] = CellTest(
             macro.difference, macro.p_value, None, macro.difference.excludes_zero()
         )

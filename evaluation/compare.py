@@ -219,9 +219,7 @@ def compare_items(
         raise CompareError("no benchmark was evaluated on both sides")
     rows: list[BenchmarkComparison] = []
     pairs: list[tuple[Item, Item]] = []
-    weighted_a: list[np.ndarray] = []
-    weighted_b: list[np.ndarray] = []
-    total = sum(len(items_a[name]) for name in shared)
+    matched_by_benchmark: dict[str, list[tuple[Item, Item]]] = {}
     for name in shared:
         matched = paired(name, items_a[name], items_b[name])
         differing = different_items(matched)
@@ -232,31 +230,50 @@ def compare_items(
                 "the same items"
             )
         pairs.extend(matched)
-        scores_a = np.array([x.correct for x, _ in matched], dtype=np.float64)
-        scores_b = np.array([y.correct for _, y in matched], dtype=np.float64)
+        matched_by_benchmark[name] = matched
+        scores_a, scores_b = _scores(matched)
         rows.append(_row(name, scores_a, scores_b, resamples, seed))
-        weight = total / (len(shared) * len(matched))
-        weighted_a.append(scores_a * weight)
-        weighted_b.append(scores_b * weight)
     corrected = holm([row.p_value for row in rows])
     rows = [_with_holm(row, p) for row, p in zip(rows, corrected, strict=True)]
-    macro_a, macro_b = np.concatenate(weighted_a), np.concatenate(weighted_b)
-    difference = paired_bootstrap(macro_a, macro_b, resamples=resamples, seed=seed)
-    all_a = np.array([x.correct for x, _ in pairs], dtype=np.float64)
-    all_b = np.array([y.correct for _, y in pairs], dtype=np.float64)
-    rows.append(
-        BenchmarkComparison(
-            benchmark=f"macro average ({len(shared)})",
-            n=len(pairs),
-            accuracy_a=float(np.mean([row.accuracy_a for row in rows])),
-            accuracy_b=float(np.mean([row.accuracy_b for row in rows])),
-            difference=difference,
-            p_value=mcnemar_exact(all_a, all_b),
-            p_holm=None,
-            counts=_counts(all_a, all_b),
-        )
-    )
+    rows.append(macro_comparison(matched_by_benchmark, resamples=resamples, seed=seed))
     return rows, pairs
+
+
+def macro_comparison(
+    matched: dict[str, list[tuple[Item, Item]]], *, resamples: int = 10_000, seed: int = 0
+) -> BenchmarkComparison:
+    """The macro-average row over the benchmarks of `matched` (each one's items paired by
+    `paired`): the difference of the unweighted means over benchmarks, by a paired bootstrap of
+    the items each weighted so that every benchmark counts the same, and McNemar's test over
+    all the pairs.
+
+    Example: ``care export`` tests the macro over the paper's benchmarks alone this way, with
+    the pairs of a comparison that also held care_synth.
+    """
+    total = sum(len(pairs) for pairs in matched.values())
+    scores = [_scores(pairs) for pairs in matched.values()]
+    weights = [total / (len(matched) * len(pairs)) for pairs in matched.values()]
+    macro_a = np.concatenate([a * weight for (a, _), weight in zip(scores, weights, strict=True)])
+    macro_b = np.concatenate([b * weight for (_, b), weight in zip(scores, weights, strict=True)])
+    all_a = np.concatenate([a for a, _ in scores])
+    all_b = np.concatenate([b for _, b in scores])
+    return BenchmarkComparison(
+        benchmark=f"macro average ({len(matched)})",
+        n=total,
+        accuracy_a=float(np.mean([float(a.mean()) for a, _ in scores])),
+        accuracy_b=float(np.mean([float(b.mean()) for _, b in scores])),
+        difference=paired_bootstrap(macro_a, macro_b, resamples=resamples, seed=seed),
+        p_value=mcnemar_exact(all_a, all_b),
+        p_holm=None,
+        counts=_counts(all_a, all_b),
+    )
+
+
+def _scores(pairs: list[tuple[Item, Item]]) -> tuple[np.ndarray, np.ndarray]:
+    """A's and B's 0/1 scores of paired items, as float64 arrays in pair order."""
+    a = np.array([x.correct for x, _ in pairs], dtype=np.float64)
+    b = np.array([y.correct for _, y in pairs], dtype=np.float64)
+    return a, b
 
 
 def _row(name: str, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> BenchmarkComparison:
