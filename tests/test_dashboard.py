@@ -23,6 +23,7 @@ pytest.importorskip(
     "streamlit", reason="the dashboard needs the 'app' extra: pip install -e '.[app]'"
 )
 
+from fixtures.pages import TEXT_KINDS, page_texts  # noqa: E402
 from fixtures.pages import open_page as page  # noqa: E402
 from fixtures.runs import write_synthetic_run  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -89,12 +90,7 @@ def raw_steps(run_dir: Path) -> list[dict]:
 
 
 def texts(app: AppTest) -> str:
-    parts = [
-        e.value
-        for kind in ("markdown", "caption", "info", "warning", "error", "code")
-        for e in app.get(kind)
-    ]
-    return "\n".join(str(p) for p in parts)
+    return page_texts(app, (*TEXT_KINDS, "code"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,9 +13,8 @@ import pytest
 pytest.importorskip("sklearn", reason="the failure map needs the 'app' extra")
 pytest.importorskip("streamlit", reason="the dashboard needs the 'app' extra")
 
-from fixtures.pages import open_page  # noqa: E402
+from fixtures.pages import open_page, page_texts  # noqa: E402
 from fixtures.runs import write_synthetic_run  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from analysis_app import data, failure_map, figures  # noqa: E402
 from care.runlog import RunReader  # noqa: E402
@@ -35,11 +34,6 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def fresh_cache() -> None:
     data.clear_cache()
-
-
-def texts(app: AppTest) -> str:
-    kinds = ("markdown", "caption", "info", "warning", "error")
-    return "\n".join(str(e.value) for kind in kinds for e in app.get(kind))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +119,7 @@ def test_the_page_draws_the_group_and_the_modes(
     assert group_points["pick"].tolist()[2] == 1 and group_points["pick"].tolist()[0] == 2
     assert modes["failures"].tolist() == [180, 90]
     assert modes["example response"].str.contains(r"counting the shapes \(wrong\)").all()
-    assert "270 failed rollouts of every step" in texts(app)
+    assert "270 failed rollouts of every step" in page_texts(app)
 
 
 def test_a_run_without_projections_gets_a_message(

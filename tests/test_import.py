@@ -407,8 +407,9 @@ def open_page(
 
 
 def page_text(app: AppTest) -> str:
-    kinds = ("info", "caption", "markdown", "warning", "error")
-    return " ".join(str(e.value) for kind in kinds for e in app.get(kind))
+    from fixtures.pages import page_texts
+
+    return page_texts(app, ("info", "caption", "markdown", "warning", "error"), separator=" ")
 
 
 def chart_traces(app: AppTest) -> dict[str, dict[str, list[float]]]:
