@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +57,20 @@ def find_browser() -> str | None:
 
 
 def _write_with_kaleido(
-    named: dict[str, go.Figure], out_dir: Path, formats: Sequence[str], browser: str
+    named: dict[str, go.Figure],
+    out_dir: Path,
+    formats: Sequence[str],
+    browser: str,
+    notices: list[str],
 ) -> list[Path]:
+    """Every figure in every format through kaleido, in one batch.
+
+    plotly's batch writer does not raise when kaleido fails a render (kaleido returns the error
+    and plotly drops it; seen once under load: no PNG, no error). The batch writes into a fresh
+    folder beside `out_dir`; a file it did not write is rendered again on its own, with a
+    notice; one still missing raises, naming it, and leaves `out_dir` as it was. The files
+    then replace those of an earlier export.
+    """
     import plotly.io as pio
 
     # kaleido (choreographer) honours BROWSER_PATH; set it so it never tries to download Chrome.
@@ -68,8 +81,28 @@ def _write_with_kaleido(
             batch_figures.append(figure)
             paths.append(out_dir / f"{name}.{extension}")
             scales.append(PNG_SCALE if extension == "png" else 1)
-    pio.write_images(batch_figures, paths, scale=scales, width=FIGURE_WIDTH, height=FIGURE_HEIGHT)
+    size = {"width": FIGURE_WIDTH, "height": FIGURE_HEIGHT}
+    with tempfile.TemporaryDirectory(prefix=".kaleido-", dir=out_dir) as folder:
+        staged = [Path(folder) / path.name for path in paths]
+        pio.write_images(batch_figures, staged, scale=scales, **size)
+        missed = [i for i, path in enumerate(staged) if not _has_bytes(path)]
+        if missed:
+            notices.append(
+                f"kaleido did not write {', '.join(paths[i].name for i in missed)} in its "
+                "batch; rendered again one by one"
+            )
+            for i in missed:
+                pio.write_image(batch_figures[i], staged[i], scale=scales[i], **size)
+            still = [str(paths[i]) for i in missed if not _has_bytes(staged[i])]
+            if still:
+                raise RuntimeError(f"kaleido wrote no file for: {', '.join(still)}")
+        for source, path in zip(staged, paths, strict=True):
+            os.replace(source, path)
     return paths
+
+
+def _has_bytes(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _write_with_matplotlib(
@@ -126,7 +159,8 @@ def write_figures(
             notices.append(message)
         else:
             try:
-                return _write_with_kaleido(named, out_dir, formats, browser), "kaleido", notices
+                paths = _write_with_kaleido(named, out_dir, formats, browser, notices)
+                return paths, "kaleido", notices
             except Exception as error:  # kaleido raises many types (browser crash, timeout).
                 if engine == "kaleido":
                     raise

@@ -143,6 +143,52 @@ def test_kaleido_with_chromium_writes_png_pdf_svg(two_runs: list[Path], tmp_path
         )
 
 
+class DroppingWriter:
+    """Stands in for plotly.io's image writers: writes bytes to each path except those it is
+    told to drop, as kaleido's batch does when a render fails (plotly drops the error)."""
+
+    def __init__(self, drop_in_batch: set[str], drop_alone: set[str] = frozenset()) -> None:
+        self.drop_in_batch, self.drop_alone = drop_in_batch, drop_alone
+        self.alone: list[str] = []
+
+    def write_images(self, figures, paths, **_) -> None:
+        for path in paths:
+            if Path(path).name not in self.drop_in_batch:
+                Path(path).write_bytes(b"image")
+
+    def write_image(self, figure, path, **_) -> None:
+        self.alone.append(Path(path).name)
+        if Path(path).name not in self.drop_alone:
+            Path(path).write_bytes(b"image")
+
+
+def test_a_file_kaleido_silently_skips_is_rendered_again_or_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plotly.io as pio
+
+    named = {"failure_share": figures.go.Figure(), "reward": figures.go.Figure()}
+    writer = DroppingWriter({"reward.png"})
+    monkeypatch.setattr(pio, "write_images", writer.write_images)
+    monkeypatch.setattr(pio, "write_image", writer.write_image)
+    notices: list[str] = []
+    paths = export._write_with_kaleido(named, tmp_path, ("png", "svg"), "chromium", notices)
+    assert all(path.read_bytes() == b"image" for path in paths) and len(paths) == 4
+    assert writer.alone == ["reward.png"]
+    assert notices == ["kaleido did not write reward.png in its batch; rendered again one by one"]
+    # A file kaleido never writes is named, and an earlier export's figures stay as they were.
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "reward.png").write_bytes(b"old")
+    writer = DroppingWriter({"reward.png"}, drop_alone={"reward.png"})
+    monkeypatch.setattr(pio, "write_images", writer.write_images)
+    monkeypatch.setattr(pio, "write_image", writer.write_image)
+    with pytest.raises(RuntimeError, match=r"kaleido wrote no file for: .*earlier/reward\.png"):
+        export._write_with_kaleido(named, earlier, ("png",), "chromium", [])
+    assert sorted(p.name for p in earlier.iterdir()) == ["reward.png"]
+    assert (earlier / "reward.png").read_bytes() == b"old"
+
+
 def test_care_export_cli_writes_files_and_rejects_a_non_run(
     two_runs: list[Path], tmp_path: Path
 ) -> None:
